@@ -1,0 +1,42 @@
+# Mayfly developer tasks. `make test` is the whole suite (what CI runs).
+GO  ?= go
+BUF := $(GO) tool -modfile=deploy/tools/buf/go.mod buf
+
+.PHONY: all build test quick proto proto-check lint fmt vet dev bench fuzz
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## test: the whole suite, installing and starting every service it needs.
+test:
+	bash deploy/scripts/test.sh
+
+## quick: unit tests only; tests needing real services skip (never under CI=true).
+quick:
+	$(GO) test ./...
+
+proto:
+	$(BUF) generate
+
+## proto-check: buf lint passes and regeneration leaves no diff.
+proto-check:
+	bash deploy/scripts/proto-check.sh
+
+lint: proto-check vet fmt
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+dev:
+	$(GO) run ./cmd/mayflyd dev
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchtime=3s ./broker/api/
+
+fuzz:
+	FUZZTIME=60s bash deploy/scripts/fuzz.sh

@@ -1,0 +1,85 @@
+package api
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/mayflyhq/mayfly/broker/issuer"
+	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
+	"github.com/mayflyhq/mayfly/broker/lease"
+	"github.com/mayflyhq/mayfly/broker/metrics"
+	"github.com/mayflyhq/mayfly/broker/policy"
+	mayflyv1 "github.com/mayflyhq/mayfly/proto/mayfly/v1"
+)
+
+// Config wires the handlers to the broker's components.
+type Config struct {
+	// Policy returns the policy in force (it may change between calls).
+	Policy func() *policy.Policy
+	// Store holds the leases.
+	Store lease.Store
+	// Issuers are the backends by name.
+	Issuers map[string]issuer.Issuer
+	// JWT is the broker's own JWT issuer, used for introspection (may be nil).
+	JWT *jwt.Issuer
+	// Wake tells the revoker a lease became due early (may be nil).
+	Wake func()
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics (may be nil).
+	Metrics *metrics.Metrics
+	// PendingTimeout is how long a lease may stay pending before the
+	// revoker reaps it (default 30s). IssueTimeout bounds the backend call
+	// and must be shorter (default PendingTimeout/2).
+	PendingTimeout, IssueTimeout time.Duration
+}
+
+// Server implements the broker's gRPC services.
+type Server struct {
+	mayflyv1.UnimplementedCredentialServiceServer
+	mayflyv1.UnimplementedPolicyServiceServer
+	mayflyv1.UnimplementedIntrospectionServiceServer
+
+	cfg Config
+	log *slog.Logger
+}
+
+// New validates cfg and returns the handlers.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Policy == nil:
+		return nil, errors.New("api: Config.Policy is required")
+	case cfg.Store == nil:
+		return nil, errors.New("api: Config.Store is required")
+	case len(cfg.Issuers) == 0:
+		return nil, errors.New("api: Config.Issuers is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Wake == nil {
+		cfg.Wake = func() {}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.PendingTimeout <= 0 {
+		cfg.PendingTimeout = 30 * time.Second
+	}
+	if cfg.IssueTimeout <= 0 || cfg.IssueTimeout >= cfg.PendingTimeout {
+		cfg.IssueTimeout = cfg.PendingTimeout / 2
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "api")}, nil
+}
+
+// Register adds every service to s.
+func (s *Server) Register(g grpc.ServiceRegistrar) {
+	mayflyv1.RegisterCredentialServiceServer(g, s)
+	mayflyv1.RegisterPolicyServiceServer(g, s)
+	mayflyv1.RegisterIntrospectionServiceServer(g, s)
+}

@@ -1,0 +1,404 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"gopkg.in/yaml.v3"
+
+	"github.com/mayflyhq/mayfly/broker/api"
+	"github.com/mayflyhq/mayfly/broker/authn"
+	"github.com/mayflyhq/mayfly/broker/issuer"
+	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
+	"github.com/mayflyhq/mayfly/broker/lease"
+	"github.com/mayflyhq/mayfly/broker/metrics"
+	"github.com/mayflyhq/mayfly/broker/policy"
+	"github.com/mayflyhq/mayfly/broker/revoker"
+)
+
+// Config is everything the broker needs. cmd/mayflyd builds it from the
+// config file (serve) or from the dev trust domain (dev).
+type Config struct {
+	// GRPCAddr is the gRPC listen address (mTLS); ":0" picks a port.
+	// Required unless GRPCListener is set.
+	GRPCAddr string
+	// GRPCListener and HTTPListener, when set, are used instead of
+	// listening on GRPCAddr and HTTPAddr (tests, socket activation).
+	GRPCListener, HTTPListener net.Listener
+	// HTTPAddr is the HTTPS listen address for OIDC discovery, JWKS and
+	// introspection. Empty disables it.
+	HTTPAddr string
+	// MetricsAddr is a plain-HTTP listen address for /metrics and /healthz
+	// (keep it on loopback or a private network). Empty disables it.
+	MetricsAddr string
+
+	// TrustDomains are the SPIFFE trust domains whose workloads may call.
+	TrustDomains []spiffeid.TrustDomain
+	// SVIDs is the broker's own X.509-SVID source (rotation is live).
+	SVIDs x509svid.Source
+	// Bundles verifies callers' X.509-SVIDs.
+	Bundles x509bundle.Source
+	// JWTBundles verifies callers' JWT-SVIDs; nil disables JWT-SVID auth.
+	JWTBundles jwtbundle.Source
+	// Audience is the audience a JWT-SVID must carry to authenticate here.
+	Audience string
+
+	// PolicyPath is the governance policy file; it reloads on SIGHUP and
+	// on change.
+	PolicyPath string
+	// Store holds the leases.
+	Store lease.Store
+	// JWT configures the broker's own JWT issuer.
+	JWT jwt.Config
+
+	// PendingTimeout is how long a lease may stay pending (default 30s).
+	PendingTimeout time.Duration
+	// Revoker tunes the revoker; Store, Issuers, Now, Logger and the
+	// callbacks are filled in by New.
+	Revoker revoker.Config
+
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+	// Registry receives the broker's metrics (default: a new registry).
+	Registry *prometheus.Registry
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Broker is a running Mayfly broker.
+type Broker struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	policy  *policy.Holder
+	jwt     *jwt.Issuer
+	issuers map[string]issuer.Issuer
+	revoker *revoker.Revoker
+	api     *api.Server
+	grpc    *grpc.Server
+	health  *health.Server
+
+	grpcLn, httpLn, metricsLn net.Listener
+	httpSrv, metricsSrv       *http.Server
+}
+
+// New builds the broker and opens its listeners; Run serves.
+func New(cfg Config) (*Broker, error) {
+	switch {
+	case cfg.GRPCAddr == "" && cfg.GRPCListener == nil:
+		return nil, errors.New("broker: Config.GRPCAddr is required")
+	case len(cfg.TrustDomains) == 0:
+		return nil, errors.New("broker: Config.TrustDomains needs at least one trust domain")
+	case cfg.SVIDs == nil:
+		return nil, errors.New("broker: Config.SVIDs (the broker's own X.509-SVID) is required")
+	case cfg.Bundles == nil:
+		return nil, errors.New("broker: Config.Bundles is required")
+	case cfg.PolicyPath == "":
+		return nil, errors.New("broker: Config.PolicyPath is required")
+	case cfg.Store == nil:
+		return nil, errors.New("broker: Config.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger.With("component", "broker")}
+	b.metrics = metrics.New(cfg.Registry)
+
+	if cfg.JWT.Logger == nil {
+		cfg.JWT.Logger = cfg.Logger
+	}
+	var err error
+	if b.jwt, err = jwt.New(cfg.JWT); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b.issuers = map[string]issuer.Issuer{b.jwt.Name(): b.jwt}
+	decoders := map[string]func(*yaml.Node) (any, error){}
+	for name, iss := range b.issuers {
+		decoders[name] = iss.DecodeParams
+	}
+	b.policy, err = policy.NewHolder(cfg.PolicyPath, policy.Options{Issuers: decoders}, cfg.Logger, func(p *policy.Policy, err error) {
+		b.metrics.PolicyReload(err, cfg.Now())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b.metrics.PolicyReload(nil, cfg.Now())
+	if err := b.checkTrustDomains(); err != nil {
+		return nil, err
+	}
+
+	rc := cfg.Revoker
+	rc.Store = cfg.Store
+	rc.Issuers = func(name string) (issuer.Issuer, bool) { i, ok := b.issuers[name]; return i, ok }
+	rc.Now = cfg.Now
+	rc.Logger = cfg.Logger
+	rc.OnRevoked = func(l *lease.Lease, lag time.Duration) { b.metrics.Revoked(string(l.RevokeReason), lag) }
+	rc.OnRetry = func(*lease.Lease, error) { b.metrics.Retry() }
+	rc.OnIrrevocable = func(*lease.Lease, error) { b.metrics.Irrevocable() }
+	if b.revoker, err = revoker.New(rc); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+
+	b.api, err = api.New(api.Config{
+		Policy:         b.policy.Current,
+		Store:          cfg.Store,
+		Issuers:        b.issuers,
+		JWT:            b.jwt,
+		Wake:           b.revoker.Wake,
+		Now:            cfg.Now,
+		Logger:         cfg.Logger,
+		Metrics:        b.metrics,
+		PendingTimeout: cfg.PendingTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	authenticator, err := authn.NewAuthenticator(authn.Config{
+		TrustDomains: cfg.TrustDomains,
+		JWTBundles:   cfg.JWTBundles,
+		Audience:     cfg.Audience,
+		Now:          cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b.grpc = grpc.NewServer(
+		grpc.Creds(authn.ServerCredentials(cfg.SVIDs, cfg.Bundles)),
+		grpc.ChainUnaryInterceptor(api.UnaryInterceptor(authenticator, cfg.Logger)),
+		grpc.ChainStreamInterceptor(api.StreamInterceptor(authenticator, cfg.Logger)),
+		grpc.MaxRecvMsgSize(1<<20),
+		// Reuse warm handler goroutines instead of growing a fresh stack
+		// for every call; grpc still spawns more when all are busy.
+		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	b.api.Register(b.grpc)
+	b.health = health.NewServer()
+	healthpb.RegisterHealthServer(b.grpc, b.health)
+
+	if err := b.listen(); err != nil {
+		b.closeListeners()
+		return nil, err
+	}
+	return b, nil
+}
+
+// checkTrustDomains refuses a policy whose trust domains the broker does
+// not accept: its grants could never match.
+func (b *Broker) checkTrustDomains() error {
+	accepted := map[string]bool{}
+	for _, td := range b.cfg.TrustDomains {
+		accepted[td.Name()] = true
+	}
+	for _, td := range b.policy.Current().TrustDomains {
+		if !accepted[td] {
+			b.log.Warn("policy names a trust domain the broker does not accept; its workloads cannot authenticate", "trust_domain", td)
+		}
+	}
+	return nil
+}
+
+func (b *Broker) listen() error {
+	var err error
+	b.grpcLn, b.httpLn = b.cfg.GRPCListener, b.cfg.HTTPListener
+	if b.grpcLn == nil {
+		if b.grpcLn, err = net.Listen("tcp", b.cfg.GRPCAddr); err != nil {
+			return fmt.Errorf("broker: gRPC listener: %w", err)
+		}
+	}
+	if b.httpLn == nil && b.cfg.HTTPAddr != "" {
+		if b.httpLn, err = net.Listen("tcp", b.cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("broker: HTTPS listener: %w", err)
+		}
+	}
+	if b.httpLn != nil {
+		b.httpSrv = &http.Server{
+			Handler:           b.jwt.Handler(b.api.LeaseActive, b.authorizeHTTP),
+			TLSConfig:         b.httpTLS(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(b.cfg.Logger.Handler(), slog.LevelWarn),
+		}
+	}
+	if b.cfg.MetricsAddr != "" {
+		if b.metricsLn, err = net.Listen("tcp", b.cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("broker: metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(b.cfg.Registry, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		b.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return nil
+}
+
+func (b *Broker) closeListeners() {
+	for _, ln := range []net.Listener{b.grpcLn, b.httpLn, b.metricsLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+// httpTLS serves the broker's SVID and asks for (but does not require) a
+// client SVID: discovery and JWKS are public, introspection is not.
+func (b *Broker) httpTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12, // cloud providers fetching JWKS may not speak 1.3
+		ClientAuth: tls.RequestClientCert,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			svid, err := b.cfg.SVIDs.GetX509SVID()
+			if err != nil {
+				return nil, err
+			}
+			return svidCertificate(svid)
+		},
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+}
+
+// authorizeHTTP admits an introspection call that presented an X.509-SVID
+// from an accepted trust domain.
+func (b *Broker) authorizeHTTP(r *http.Request) error {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return errors.New("broker: introspection requires a client X.509-SVID")
+	}
+	id, _, err := x509svid.Verify(r.TLS.PeerCertificates, b.cfg.Bundles)
+	if err != nil {
+		return fmt.Errorf("broker: introspection caller: %w", err)
+	}
+	for _, td := range b.cfg.TrustDomains {
+		if id.MemberOf(td) {
+			return nil
+		}
+	}
+	return fmt.Errorf("broker: trust domain %q is not accepted", id.TrustDomain().Name())
+}
+
+// GRPCAddr is the address the gRPC server listens on.
+func (b *Broker) GRPCAddr() net.Addr { return b.grpcLn.Addr() }
+
+// HTTPAddr is the HTTPS address, or nil when disabled.
+func (b *Broker) HTTPAddr() net.Addr {
+	if b.httpLn == nil {
+		return nil
+	}
+	return b.httpLn.Addr()
+}
+
+// MetricsAddr is the metrics address, or nil when disabled.
+func (b *Broker) MetricsAddr() net.Addr {
+	if b.metricsLn == nil {
+		return nil
+	}
+	return b.metricsLn.Addr()
+}
+
+// Policy returns the policy in force.
+func (b *Broker) Policy() *policy.Policy { return b.policy.Current() }
+
+// JWT returns the broker's JWT issuer.
+func (b *Broker) JWT() *jwt.Issuer { return b.jwt }
+
+// Run serves until ctx ends, then stops accepting calls, lets in-flight
+// calls finish (bounded), and returns. A task that fails stops the others.
+func (b *Broker) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	task := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				b.log.Error("task failed; stopping the broker", "task", name, "error", err)
+				cancel(fmt.Errorf("broker: %s: %w", name, err))
+			}
+		}()
+	}
+	task("policy", b.policy.Run)
+	task("revoker", b.revoker.Run)
+	task("jwt-keys", b.jwt.Run)
+	task("grpc", func(ctx context.Context) error {
+		b.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		errc := make(chan error, 1)
+		go func() { errc <- b.grpc.Serve(b.grpcLn) }()
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+		}
+		b.health.Shutdown()
+		stopped := make(chan struct{})
+		go func() { b.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			b.grpc.Stop()
+		}
+		return nil
+	})
+	if b.httpSrv != nil {
+		task("https", func(ctx context.Context) error {
+			return serveHTTP(ctx, b.httpSrv, func() error { return b.httpSrv.ServeTLS(b.httpLn, "", "") })
+		})
+	}
+	if b.metricsSrv != nil {
+		task("metrics", func(ctx context.Context) error {
+			return serveHTTP(ctx, b.metricsSrv, func() error { return b.metricsSrv.Serve(b.metricsLn) })
+		})
+	}
+	b.log.Info("broker serving", "grpc", b.GRPCAddr().String(), "https", addrString(b.HTTPAddr()), "metrics", addrString(b.MetricsAddr()))
+	<-ctx.Done()
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func serveHTTP(ctx context.Context, srv *http.Server, serve func() error) error {
+	errc := make(chan error, 1)
+	go func() { errc <- serve() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return nil
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}

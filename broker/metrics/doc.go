@@ -1,0 +1,3 @@
+// Package metrics defines every Prometheus metric the broker exports, with
+// their names in one place, so dashboards and alerts have one source.
+package metrics

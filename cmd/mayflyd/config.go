@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// fileConfig is the mayflyd config file. Unknown keys are errors.
+type fileConfig struct {
+	Listen          string   `yaml:"listen"`
+	HTTPListen      string   `yaml:"http_listen"`
+	MetricsListen   string   `yaml:"metrics_listen"`
+	TrustDomains    []string `yaml:"trust_domains"`
+	JWTSVIDAudience string   `yaml:"jwt_svid_audience"`
+	Policy          string   `yaml:"policy"`
+	Identity        struct {
+		WorkloadAPI string `yaml:"workload_api"`
+		Cert        string `yaml:"cert"`
+		Key         string `yaml:"key"`
+		Bundle      string `yaml:"bundle"`
+		JWTBundle   string `yaml:"jwt_bundle"`
+	} `yaml:"identity"`
+	Leases struct {
+		Store          string   `yaml:"store"`
+		PendingTimeout duration `yaml:"pending_timeout"`
+	} `yaml:"leases"`
+	Revoker struct {
+		Batch       int      `yaml:"batch"`
+		Concurrency int      `yaml:"concurrency"`
+		MaxAttempts int      `yaml:"max_attempts"`
+		BackoffBase duration `yaml:"backoff_base"`
+		BackoffMax  duration `yaml:"backoff_max"`
+	} `yaml:"revoker"`
+	JWT struct {
+		IssuerURL   string   `yaml:"issuer_url"`
+		Algorithm   string   `yaml:"algorithm"`
+		KeyDir      string   `yaml:"key_dir"`
+		RotateEvery duration `yaml:"rotate_every"`
+		Retain      duration `yaml:"retain"`
+	} `yaml:"jwt"`
+	Log struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+// duration is a time.Duration written as "30s", "5m", "24h".
+type duration time.Duration
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("line %d: %q is not a duration (e.g. 30s, 5m, 24h)", n.Line, n.Value)
+	}
+	*d = duration(v)
+	return nil
+}
+
+func loadConfig(path string) (*fileConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if c.Listen == "" {
+		c.Listen = "0.0.0.0:7443"
+	}
+	if c.Leases.Store == "" {
+		c.Leases.Store = "memory"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	var missing []string
+	if len(c.TrustDomains) == 0 {
+		missing = append(missing, "trust_domains")
+	}
+	if c.Policy == "" {
+		missing = append(missing, "policy")
+	}
+	if c.JWT.IssuerURL == "" {
+		missing = append(missing, "jwt.issuer_url")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("config %s: missing %v", path, missing)
+	}
+	files := c.Identity.Cert != "" || c.Identity.Key != "" || c.Identity.Bundle != ""
+	switch {
+	case c.Identity.WorkloadAPI != "" && files:
+		return nil, fmt.Errorf("config %s: identity: set workload_api or cert/key/bundle, not both", path)
+	case c.Identity.WorkloadAPI == "" && !files:
+		return nil, fmt.Errorf("config %s: identity: set workload_api (SPIRE agent socket) or cert, key and bundle", path)
+	case files && (c.Identity.Cert == "" || c.Identity.Key == "" || c.Identity.Bundle == ""):
+		return nil, fmt.Errorf("config %s: identity: cert, key and bundle go together", path)
+	}
+	if c.Leases.Store != "memory" {
+		return nil, errors.New("config: leases.store: only \"memory\" is available in this build")
+	}
+	return &c, nil
+}

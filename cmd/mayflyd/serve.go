@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/mayflyhq/mayfly/broker"
+	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
+	"github.com/mayflyhq/mayfly/broker/lease/memory"
+	"github.com/mayflyhq/mayfly/broker/revoker"
+)
+
+func newServe() *cobra.Command {
+	var path, listen, httpListen, policyPath, logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve --config FILE",
+		Short: "Run the broker from a config file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path == "" {
+				return fmt.Errorf("--config is required (see deploy/ for an example)")
+			}
+			c, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			override := func(flag string, dst *string, v string) {
+				if cmd.Flags().Changed(flag) {
+					*dst = v
+				}
+			}
+			override("listen", &c.Listen, listen)
+			override("http-listen", &c.HTTPListen, httpListen)
+			override("policy", &c.Policy, policyPath)
+			override("log-level", &c.Log.Level, logLevel)
+			log, err := newLogger(c.Log.Level, c.Log.Format)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			cfg := broker.Config{
+				GRPCAddr:    c.Listen,
+				HTTPAddr:    c.HTTPListen,
+				MetricsAddr: c.MetricsListen,
+				Audience:    c.JWTSVIDAudience,
+				PolicyPath:  c.Policy,
+				Store:       memory.New(),
+				JWT: jwt.Config{
+					IssuerURL:   c.JWT.IssuerURL,
+					Algorithm:   c.JWT.Algorithm,
+					KeyDir:      c.JWT.KeyDir,
+					RotateEvery: time.Duration(c.JWT.RotateEvery),
+					Retain:      time.Duration(c.JWT.Retain),
+				},
+				PendingTimeout: time.Duration(c.Leases.PendingTimeout),
+				Revoker: revoker.Config{
+					Batch:       c.Revoker.Batch,
+					Concurrency: c.Revoker.Concurrency,
+					MaxAttempts: c.Revoker.MaxAttempts,
+					BackoffBase: time.Duration(c.Revoker.BackoffBase),
+					BackoffMax:  time.Duration(c.Revoker.BackoffMax),
+				},
+				Logger: log,
+			}
+			for _, s := range c.TrustDomains {
+				td, err := spiffeid.TrustDomainFromString(s)
+				if err != nil {
+					return fmt.Errorf("config: trust_domains: %q: %w", s, err)
+				}
+				cfg.TrustDomains = append(cfg.TrustDomains, td)
+			}
+			closeID, err := identity(ctx, c, &cfg)
+			if err != nil {
+				return err
+			}
+			defer closeID()
+			b, err := broker.New(cfg)
+			if err != nil {
+				return err
+			}
+			return b.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&path, "config", "", "config file (YAML)")
+	f.StringVar(&listen, "listen", "", "override listen (gRPC address)")
+	f.StringVar(&httpListen, "http-listen", "", "override http_listen (HTTPS address)")
+	f.StringVar(&policyPath, "policy", "", "override policy (policy file)")
+	f.StringVar(&logLevel, "log-level", "", "override log.level")
+	return cmd
+}
+
+// identity fills the broker's SVID and bundle sources from the SPIFFE
+// Workload API or from files.
+func identity(ctx context.Context, c *fileConfig, cfg *broker.Config) (func(), error) {
+	id := c.Identity
+	if id.WorkloadAPI != "" {
+		opt := workloadapi.WithClientOptions(workloadapi.WithAddr(id.WorkloadAPI))
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		x509src, err := workloadapi.NewX509Source(wctx, opt)
+		if err != nil {
+			return nil, fmt.Errorf("identity: SPIFFE Workload API %s: %w", id.WorkloadAPI, err)
+		}
+		bundles, err := workloadapi.NewBundleSource(wctx, opt)
+		if err != nil {
+			x509src.Close()
+			return nil, fmt.Errorf("identity: SPIFFE Workload API %s: %w", id.WorkloadAPI, err)
+		}
+		cfg.SVIDs, cfg.Bundles, cfg.JWTBundles = x509src, x509src, bundles
+		return func() { x509src.Close(); bundles.Close() }, nil
+	}
+	svid, err := x509svid.Load(id.Cert, id.Key)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	// The bundle file holds the CAs of the broker's own trust domain.
+	td := svid.ID.TrustDomain()
+	bundle, err := x509bundle.Load(td, id.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("identity: bundle: %w", err)
+	}
+	cfg.SVIDs, cfg.Bundles = svid, bundle
+	if id.JWTBundle != "" {
+		jb, err := jwtbundle.Load(td, id.JWTBundle)
+		if err != nil {
+			return nil, fmt.Errorf("identity: jwt_bundle: %w", err)
+		}
+		cfg.JWTBundles = jb
+	}
+	return func() {}, nil
+}
