@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -67,23 +68,49 @@ type Env struct {
 	HTTPURL string
 	// Store is the broker's lease store.
 	Store lease.Store
+
+	stop func()
+	done chan error
 }
 
 // Start runs a broker until the test ends.
 func Start(t testing.TB, opts Options) *Env {
 	t.Helper()
-	dir := t.TempDir()
+	env, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return env
+}
+
+// New runs a broker until Close; for callers without a testing.TB (a
+// TestMain, a runnable Example).
+func New(opts Options) (env *Env, err error) {
+	dir, err := os.MkdirTemp("", "mayfly-brokertest-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(dir)
+		}
+	}()
 	td := spiffeid.RequireTrustDomainFromString(TrustDomain)
 	ca, err := devca.Open(filepath.Join(dir, "ca"), td)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if opts.Policy == nil {
 		opts.Policy = policy.ExamplePolicy
 	}
 	policyPath := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policyPath, opts.Policy, 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if opts.Store == nil {
 		opts.Store = memory.New()
@@ -96,15 +123,16 @@ func Start(t testing.TB, opts Options) *Env {
 	}
 	svid, err := ca.MintX509SVIDWithDNS(BrokerID, time.Hour, "localhost", "127.0.0.1")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	grpcLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		_ = grpcLn.Close()
+		return nil, err
 	}
 	httpURL := "https://" + httpLn.Addr().String()
 	b, err := broker.New(broker.Config{
@@ -125,24 +153,29 @@ func Start(t testing.TB, opts Options) *Env {
 	if err != nil {
 		_ = grpcLn.Close()
 		_ = httpLn.Close()
-		t.Fatal(err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("broker.Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("broker did not stop within 15s")
-		}
-	})
 	return &Env{Broker: b, CA: ca, Dir: dir, PolicyPath: policyPath,
-		GRPCAddr: grpcLn.Addr().String(), HTTPURL: httpURL, Store: opts.Store}
+		GRPCAddr: grpcLn.Addr().String(), HTTPURL: httpURL, Store: opts.Store,
+		stop: cancel, done: done}, nil
+}
+
+// Close stops the broker and removes its files.
+func (e *Env) Close() error {
+	e.stop()
+	var err error
+	select {
+	case err = <-e.done:
+	case <-time.After(15 * time.Second):
+		err = errors.New("brokertest: broker did not stop within 15s")
+	}
+	if rerr := os.RemoveAll(e.Dir); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // ClientTLS returns an mTLS config presenting an X.509-SVID for id (e.g.

@@ -103,6 +103,9 @@ func loadConfig(path string) (*fileConfig, error) {
 	case files && (c.Identity.Cert == "" || c.Identity.Key == "" || c.Identity.Bundle == ""):
 		return nil, fmt.Errorf("config %s: identity: cert, key and bundle go together", path)
 	}
+	if c.Identity.JWTBundle != "" && c.JWTSVIDAudience == "" {
+		return nil, fmt.Errorf("config %s: jwt_svid_audience is required with identity.jwt_bundle (the audience callers' JWT-SVIDs must carry, e.g. the broker's SPIFFE ID)", path)
+	}
 	if c.Leases.Store != "memory" {
 		return nil, errors.New("config: leases.store: only \"memory\" is available in this build")
 	}

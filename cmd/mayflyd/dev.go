@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -49,13 +50,26 @@ func newDev() *cobra.Command {
 			if dir, err = filepath.Abs(dir); err != nil {
 				return err
 			}
-			env, err := prepareDev(dir, listen, httpListen)
+			// Listen first, so the client file and the JWT issuer URL carry
+			// the real ports (":0" picks free ones).
+			grpcLn, err := net.Listen("tcp", listen)
 			if err != nil {
+				return fmt.Errorf("dev: --listen: %w", err)
+			}
+			httpLn, err := net.Listen("tcp", httpListen)
+			if err != nil {
+				grpcLn.Close()
+				return fmt.Errorf("dev: --http-listen: %w", err)
+			}
+			env, err := prepareDev(dir, grpcLn.Addr().String(), httpLn.Addr().String())
+			if err != nil {
+				grpcLn.Close()
+				httpLn.Close()
 				return err
 			}
 			b, err := broker.New(broker.Config{
-				GRPCAddr:     listen,
-				HTTPAddr:     httpListen,
+				GRPCListener: grpcLn,
+				HTTPListener: httpLn,
 				MetricsAddr:  metricsListen,
 				TrustDomains: []spiffeid.TrustDomain{env.td},
 				SVIDs:        env.brokerSVID,
@@ -74,7 +88,7 @@ func newDev() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printNextSteps(cmd.OutOrStdout(), dir, env.client, metricsListen)
+			printNextSteps(cmd.OutOrStdout(), dir, env.client, addrString(b.MetricsAddr()))
 			return b.Run(cmd.Context())
 		},
 	}
@@ -176,7 +190,7 @@ func printNextSteps(w io.Writer, dir string, c *devenv.Client, metrics string) {
 Mayfly dev broker
   gRPC (mTLS)      %s   as %s
   HTTPS            %s/.well-known/openid-configuration
-  metrics          http://%s/metrics
+  metrics          %s
   trust domain     %s (CA and SVIDs in %s)
   policy           %s (edit it: the broker reloads it)
 
@@ -188,4 +202,11 @@ Next, in another terminal:
   curl --cacert %s %s/.well-known/jwks.json
 
 `, c.Addr, c.BrokerID, c.HTTPURL, metrics, devenv.TrustDomain, dir, c.Policy, c.Bundle, c.HTTPURL)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return "http://" + a.String() + "/metrics"
 }

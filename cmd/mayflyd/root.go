@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -12,6 +13,16 @@ import (
 )
 
 func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRoot(os.Stdout, args...).ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "mayflyd:", err)
+		return 1
+	}
+	return 0
+}
+
+func newRoot(stdout io.Writer, args ...string) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "mayflyd",
 		Short:         "The Mayfly just-in-time credential broker",
@@ -19,14 +30,9 @@ func run(args []string) int {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServe(), newDev())
+	root.SetOut(stdout)
 	root.SetArgs(args)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "mayflyd:", err)
-		return 1
-	}
-	return 0
+	return root
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {

@@ -7,12 +7,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/mayflyhq/mayfly/broker"
+	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
 	"github.com/mayflyhq/mayfly/broker/lease/memory"
 	"github.com/mayflyhq/mayfly/broker/revoker"
@@ -115,26 +114,31 @@ func identity(ctx context.Context, c *fileConfig, cfg *broker.Config) (func(), e
 			x509src.Close()
 			return nil, fmt.Errorf("identity: SPIFFE Workload API %s: %w", id.WorkloadAPI, err)
 		}
-		cfg.SVIDs, cfg.Bundles, cfg.JWTBundles = x509src, x509src, bundles
+		cfg.SVIDs, cfg.Bundles = x509src, x509src
+		if c.JWTSVIDAudience != "" { // JWT-SVIDs are accepted only with an audience to check
+			cfg.JWTBundles = bundles
+		}
 		return func() { x509src.Close(); bundles.Close() }, nil
 	}
-	svid, err := x509svid.Load(id.Cert, id.Key)
+	// Files are watched: an SVID rotated on disk is served from the next
+	// handshake on.
+	src, err := authn.NewFileSource(id.Cert, id.Key, id.Bundle)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
-	// The bundle file holds the CAs of the broker's own trust domain.
-	td := svid.ID.TrustDomain()
-	bundle, err := x509bundle.Load(td, id.Bundle)
+	svid, err := src.GetX509SVID()
 	if err != nil {
-		return nil, fmt.Errorf("identity: bundle: %w", err)
+		return nil, fmt.Errorf("identity: %w", err)
 	}
-	cfg.SVIDs, cfg.Bundles = svid, bundle
+	cfg.SVIDs, cfg.Bundles = src, src
 	if id.JWTBundle != "" {
-		jb, err := jwtbundle.Load(td, id.JWTBundle)
+		jb, err := jwtbundle.Load(svid.ID.TrustDomain(), id.JWTBundle)
 		if err != nil {
 			return nil, fmt.Errorf("identity: jwt_bundle: %w", err)
 		}
 		cfg.JWTBundles = jb
 	}
-	return func() {}, nil
+	wctx, cancel := context.WithCancel(ctx)
+	go func() { _ = src.Run(wctx) }()
+	return cancel, nil
 }
