@@ -19,7 +19,7 @@ import (
 // The runnable examples talk to a real broker (brokertest: the dev trust
 // domain, the example policy, in-memory leases) started for this package.
 var (
-	brokerAddr                          string
+	brokerAddr                           string
 	workloadCert, workloadKey, bundlePEM string
 )
 

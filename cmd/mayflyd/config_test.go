@@ -101,3 +101,14 @@ log: {level: warn}
 		t.Fatalf("serve: %v", err)
 	}
 }
+
+// TestExampleConfigLoads keeps the documented example config valid.
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := loadConfig("../../deploy/mayflyd.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Identity.WorkloadAPI == "" || c.JWT.Algorithm != "ES256" || c.Revoker.MaxAttempts != 10 {
+		t.Fatalf("example config read as %+v", c)
+	}
+}

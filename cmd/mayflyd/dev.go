@@ -118,7 +118,9 @@ func prepareDev(dir, listen, httpListen string) (*devEnv, error) {
 	}
 	env := &devEnv{td: td, ca: ca}
 	env.brokerSVID = &rotatingSVID{mint: func() (*x509svid.SVID, error) {
-		return ca.MintX509SVIDWithDNS(spiffeid.RequireFromString(devenv.BrokerID), devSVIDTTL, "localhost")
+		// DNS and IP SANs let plain HTTPS clients (JOSE libraries, curl)
+		// reach the discovery and JWKS endpoints by address.
+		return ca.MintX509SVIDWithDNS(spiffeid.RequireFromString(devenv.BrokerID), devSVIDTTL, "localhost", "127.0.0.1", "::1")
 	}}
 	if _, err := env.brokerSVID.GetX509SVID(); err != nil {
 		return nil, err
@@ -196,12 +198,12 @@ Mayfly dev broker
 
 Next, in another terminal:
   go run ./cmd/mayfly --dev entitlements
-  go run ./cmd/mayfly --dev issue demo-api-read
+  go run ./cmd/mayfly --dev issue demo-api-write
   go run ./cmd/mayfly --dev leases
-  go run ./cmd/mayfly --dev explain demo-api-read
+  go run ./cmd/mayfly --dev explain demo-api-read --as %s
   curl --cacert %s %s/.well-known/jwks.json
 
-`, c.Addr, c.BrokerID, c.HTTPURL, metrics, devenv.TrustDomain, dir, c.Policy, c.Bundle, c.HTTPURL)
+`, c.Addr, c.BrokerID, c.HTTPURL, metrics, devenv.TrustDomain, dir, c.Policy, devenv.WorkloadID, c.Bundle, c.HTTPURL)
 }
 
 func addrString(a net.Addr) string {
