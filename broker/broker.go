@@ -69,6 +69,9 @@ type Config struct {
 	Store lease.Store
 	// JWT configures the broker's own JWT issuer.
 	JWT jwt.Config
+	// Issuers are further backends (vault, awssts, ...), by their Name.
+	// The policy may name any of them and "jwt".
+	Issuers []issuer.Issuer
 
 	// PendingTimeout is how long a lease may stay pending (default 30s).
 	PendingTimeout time.Duration
@@ -138,6 +141,12 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	b.issuers = map[string]issuer.Issuer{b.jwt.Name(): b.jwt}
+	for _, iss := range cfg.Issuers {
+		if _, dup := b.issuers[iss.Name()]; dup {
+			return nil, fmt.Errorf("broker: two issuers named %q", iss.Name())
+		}
+		b.issuers[iss.Name()] = iss
+	}
 	decoders := map[string]func(*yaml.Node) (any, error){}
 	for name, iss := range b.issuers {
 		decoders[name] = iss.DecodeParams
@@ -196,6 +205,8 @@ func New(cfg Config) (*Broker, error) {
 		// Reuse warm handler goroutines instead of growing a fresh stack
 		// for every call; grpc still spawns more when all are busy.
 		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		grpc.InitialWindowSize(1<<20),
+		grpc.InitialConnWindowSize(1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	b.api.Register(b.grpc)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/mayflyhq/mayfly/broker"
 	"github.com/mayflyhq/mayfly/broker/devca"
+	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
 	"github.com/mayflyhq/mayfly/broker/lease"
 	"github.com/mayflyhq/mayfly/broker/lease/memory"
@@ -46,6 +47,8 @@ type Options struct {
 	Store lease.Store
 	// Revoker tunes the revoker (defaults are fine for most tests).
 	Revoker revoker.Config
+	// Issuers are backends besides the JWT issuer (vault, ...).
+	Issuers []issuer.Issuer
 	// PendingTimeout of leases (default 30s).
 	PendingTimeout time.Duration
 	// Logger (default: discard; set MAYFLY_TEST_LOG=1 to see broker logs).
@@ -146,6 +149,7 @@ func New(opts Options) (env *Env, err error) {
 		PolicyPath:     policyPath,
 		Store:          opts.Store,
 		JWT:            jwt.Config{IssuerURL: httpURL, KeyDir: filepath.Join(dir, "jwt-keys")},
+		Issuers:        opts.Issuers,
 		PendingTimeout: opts.PendingTimeout,
 		Revoker:        opts.Revoker,
 		Logger:         opts.Logger,

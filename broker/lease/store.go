@@ -15,7 +15,9 @@ import (
 // its indexes is atomic: a failure leaves the lease as it was.
 //
 // Times are passed in by the caller; a store never reads the clock itself.
-// Every implementation passes leasetest.Run.
+// Every implementation passes leasetest.Run; the leasetest package doc pins
+// down the choices this contract leaves open (what Claim sets on a reaped
+// lease, where a retried lease goes back to, what a repeated Revoke does).
 type Store interface {
 	// Create records a new lease in StatePending. ID, Subject, Entitlement,
 	// Issuer, IssuedAt, ExpiresAt, HardEnd and DueAt (the pending deadline)

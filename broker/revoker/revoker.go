@@ -313,8 +313,12 @@ func (r *Revoker) revoke(ctx context.Context, c lease.Claim) error {
 	log := r.log.With("lease_id", l.ID, "entitlement", l.Entitlement, "issuer", l.Issuer, "fence", c.Fence)
 	iss, ok := r.cfg.Issuers(l.Issuer)
 	if !ok {
-		err := fmt.Errorf("revoker: issuer %q is not configured", l.Issuer)
-		return r.finish(ctx, c, log, lease.Outcome{At: r.cfg.Now(), Irrevocable: true, Err: err.Error()}, err)
+		// A rolling deploy or a config mistake may have left this replica
+		// without the issuer: retry like any failure (another replica, or
+		// this one after a fix, may revoke it), irrevocable after
+		// MaxAttempts.
+		err := fmt.Errorf("revoker: issuer %q is not configured on this broker", l.Issuer)
+		return r.finish(ctx, c, log, r.failure(l, err), err)
 	}
 	// Leave a quarter of the hold to record the outcome. A claim that
 	// waited too long for a free slot is left to lapse: another pass
@@ -335,16 +339,20 @@ func (r *Revoker) revoke(ctx context.Context, c lease.Claim) error {
 		log.Info("revocation cut short by shutdown; the claim will lapse", "error", err)
 		return nil
 	}
-	now := r.cfg.Now()
-	switch {
-	case err == nil:
-		return r.finish(ctx, c, log, lease.Outcome{At: now, Revoked: true}, nil)
-	case l.Attempts+1 >= r.cfg.MaxAttempts:
-		return r.finish(ctx, c, log, lease.Outcome{At: now, Irrevocable: true, Err: errText(err)}, err)
-	default:
-		retryAt := now.Add(r.backoff(l.Attempts + 1))
-		return r.finish(ctx, c, log, lease.Outcome{At: now, RetryAt: retryAt, Err: errText(err)}, err)
+	if err == nil {
+		return r.finish(ctx, c, log, lease.Outcome{At: r.cfg.Now(), Revoked: true}, nil)
 	}
+	return r.finish(ctx, c, log, r.failure(l, err), err)
+}
+
+// failure is the outcome of a failed attempt: retry with backoff, or
+// irrevocable once MaxAttempts is reached.
+func (r *Revoker) failure(l *lease.Lease, err error) lease.Outcome {
+	now := r.cfg.Now()
+	if l.Attempts+1 >= r.cfg.MaxAttempts {
+		return lease.Outcome{At: now, Irrevocable: true, Err: errText(err)}
+	}
+	return lease.Outcome{At: now, RetryAt: now.Add(r.backoff(l.Attempts + 1)), Err: errText(err)}
 }
 
 // callRevoke calls the issuer, turning a panic into an error so one bad

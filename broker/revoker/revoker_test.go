@@ -505,22 +505,33 @@ func TestIrrevocableAfterMaxAttempts(t *testing.T) {
 	}
 }
 
-func TestUnknownIssuerIrrevocable(t *testing.T) {
+// An issuer missing on this replica (rolling deploy, config mistake) is a
+// failure to retry, not an instant verdict: irrevocable only after
+// MaxAttempts.
+func TestUnknownIssuerRetriedThenIrrevocable(t *testing.T) {
 	s := memory.New()
 	exp := t0.Add(time.Hour)
 	clk := &clock{t: exp}
 	known := newIssuer("vault", nil)
 	l := addLease(t, s, "gone", exp)
 	rec := newRecorder()
-	cfg := Config{Store: s, Issuers: issuers(known), Now: clk.Now}
+	cfg := Config{Store: s, Issuers: issuers(known), Now: clk.Now, MaxAttempts: 3, BackoffBase: time.Second, BackoffMax: time.Second}
 	rec.hook(&cfg)
 	r := mustNew(t, cfg)
-	if n, err := r.RunOnce(t.Context()); n != 1 || err != nil {
-		t.Fatalf("RunOnce = %d, %v", n, err)
-	}
-	stored := get(t, s, l.ID)
-	if stored.State != lease.StateIrrevocable || stored.LastError != `revoker: issuer "gone" is not configured` {
-		t.Fatalf("stored: state %s error %q", stored.State, stored.LastError)
+	const want = `revoker: issuer "gone" is not configured on this broker`
+	for attempt := 1; attempt <= 3; attempt++ {
+		if n, err := r.RunOnce(t.Context()); n != 1 || err != nil {
+			t.Fatalf("attempt %d: RunOnce = %d, %v", attempt, n, err)
+		}
+		stored := get(t, s, l.ID)
+		wantState := lease.StateActive
+		if attempt == 3 {
+			wantState = lease.StateIrrevocable
+		}
+		if stored.State != wantState || stored.LastError != want || stored.Attempts != attempt {
+			t.Fatalf("attempt %d: state %s attempts %d error %q", attempt, stored.State, stored.Attempts, stored.LastError)
+		}
+		clk.Add(2 * time.Second)
 	}
 	if _, _, irr := rec.counts(); irr != 1 {
 		t.Errorf("OnIrrevocable called %d times, want 1", irr)
