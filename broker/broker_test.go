@@ -37,6 +37,7 @@ const (
 const testPolicy = `
 version: 1
 trust_domains: [mayfly.test]
+admins: ["spiffe://mayfly.test/admin/*"]
 entitlements:
   orders-api:
     description: Token for the orders API

@@ -44,6 +44,7 @@ type Server struct {
 	mayflyv1.UnimplementedCredentialServiceServer
 	mayflyv1.UnimplementedPolicyServiceServer
 	mayflyv1.UnimplementedIntrospectionServiceServer
+	mayflyv1.UnimplementedAdminServiceServer
 
 	cfg Config
 	log *slog.Logger
@@ -82,4 +83,5 @@ func (s *Server) Register(g grpc.ServiceRegistrar) {
 	mayflyv1.RegisterCredentialServiceServer(g, s)
 	mayflyv1.RegisterPolicyServiceServer(g, s)
 	mayflyv1.RegisterIntrospectionServiceServer(g, s)
+	mayflyv1.RegisterAdminServiceServer(g, s)
 }

@@ -147,3 +147,26 @@ func TestCompletion(t *testing.T) {
 		t.Fatalf("bash completion: exit %d, %d bytes, %s", code, out.Len(), errb.String())
 	}
 }
+
+func TestKillSwitchAndAllLeases(t *testing.T) {
+	env := brokertest.Start(t, brokertest.Options{Policy: policy.ExamplePolicy})
+	for i := 0; i < 2; i++ {
+		if _, stderr, code := cli(t, env, "issue", "demo-api-write"); code != 0 {
+			t.Fatal(stderr)
+		}
+	}
+	if _, stderr, code := cli(t, env, "revoke", "--subject", "x", "--entitlement", "y"); code != 1 || !strings.Contains(stderr, "exactly one of --subject, --entitlement, --grant") {
+		t.Fatalf("two selectors: exit %d %q", code, stderr)
+	}
+	out, stderr, code := cli(t, env, "revoke", "--subject", "spiffe://mayfly.test/cli/dev", "--reason", "drill")
+	if code != 0 || !strings.Contains(out, "REVOKED  2") {
+		t.Fatalf("kill switch (exit %d): %s %s", code, out, stderr)
+	}
+	out, stderr, code = cli(t, env, "leases", "--all", "--subject", "spiffe://mayfly.test/cli/dev")
+	if code != 0 || strings.Count(out, "demo-api-write") != 2 || !strings.Contains(out, "SUBJECT") {
+		t.Fatalf("leases --all (exit %d): %s %s", code, out, stderr)
+	}
+	if _, stderr, code = cli(t, env, "leases", "--subject", "spiffe://mayfly.test/cli/dev"); code != 1 || !strings.Contains(stderr, "--subject needs --all") {
+		t.Fatalf("--subject without --all: exit %d %q", code, stderr)
+	}
+}

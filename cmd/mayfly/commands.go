@@ -79,10 +79,11 @@ func newIssue(g *globals) *cobra.Command {
 
 func newLeases(g *globals) *cobra.Command {
 	var states []string
-	var entitlement string
+	var entitlement, subject string
+	var all bool
 	cmd := &cobra.Command{
 		Use:   "leases",
-		Short: "List your leases",
+		Short: "List your leases (admins: --all, everyone's)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := g.ctx(cmd)
@@ -99,24 +100,45 @@ func newLeases(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client := mayflyv1.NewCredentialServiceClient(cc)
-			var all []*mayflyv1.Lease
-			for {
-				resp, err := client.ListLeases(ctx, req)
-				if err != nil {
-					return err
+			if subject != "" && !all {
+				return fmt.Errorf("--subject needs --all (listing other principals' leases is for admins)")
+			}
+			var leases []*mayflyv1.Lease
+			if all {
+				admin := mayflyv1.NewAdminServiceClient(cc)
+				areq := &mayflyv1.ListAllLeasesRequest{PageSize: req.PageSize, States: req.States, Entitlement: entitlement, Subject: subject}
+				for {
+					resp, err := admin.ListAllLeases(ctx, areq)
+					if err != nil {
+						return err
+					}
+					leases = append(leases, resp.GetLeases()...)
+					if areq.PageToken = resp.GetNextPageToken(); areq.PageToken == "" {
+						break
+					}
 				}
-				all = append(all, resp.GetLeases()...)
-				if resp.GetNextPageToken() == "" {
-					break
+			} else {
+				client := mayflyv1.NewCredentialServiceClient(cc)
+				for {
+					resp, err := client.ListLeases(ctx, req)
+					if err != nil {
+						return err
+					}
+					leases = append(leases, resp.GetLeases()...)
+					if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
+						break
+					}
 				}
-				req.PageToken = resp.GetNextPageToken()
 			}
 			if g.output == "json" {
-				return printJSON(g, &mayflyv1.ListLeasesResponse{Leases: all})
+				return printJSON(g, &mayflyv1.ListLeasesResponse{Leases: leases})
 			}
-			rows := [][]string{{"ID", "ENTITLEMENT", "STATE", "ISSUED", "EXPIRES", "ENDED"}}
-			for _, l := range all {
+			header := []string{"ID", "ENTITLEMENT", "STATE", "ISSUED", "EXPIRES", "ENDED"}
+			if all {
+				header = append(header, "SUBJECT", "LAST ERROR")
+			}
+			rows := [][]string{header}
+			for _, l := range leases {
 				ended := ""
 				if l.GetRevokedAt() != nil {
 					ended = l.GetRevokedAt().AsTime().Local().Format(time.DateTime)
@@ -124,9 +146,13 @@ func newLeases(g *globals) *cobra.Command {
 						ended += " (" + l.GetRevokeReason() + ")"
 					}
 				}
-				rows = append(rows, []string{l.GetId(), l.GetEntitlement(), stateName(l.GetState()),
+				row := []string{l.GetId(), l.GetEntitlement(), stateName(l.GetState()),
 					l.GetIssuedAt().AsTime().Local().Format(time.DateTime),
-					l.GetExpiresAt().AsTime().Local().Format(time.DateTime), ended})
+					l.GetExpiresAt().AsTime().Local().Format(time.DateTime), ended}
+				if all {
+					row = append(row, l.GetSubject(), l.GetLastError())
+				}
+				rows = append(rows, row)
 			}
 			printTable(g, rows)
 			return nil
@@ -134,6 +160,8 @@ func newLeases(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringSliceVar(&states, "state", nil, "only leases in these states (pending, active, revoking, revoked, irrevocable)")
 	cmd.Flags().StringVar(&entitlement, "entitlement", "", "only leases of this entitlement")
+	cmd.Flags().BoolVar(&all, "all", false, "every principal's leases (admins)")
+	cmd.Flags().StringVar(&subject, "subject", "", "with --all: only this principal's leases")
 	_ = cmd.RegisterFlagCompletionFunc("state", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"pending", "active", "revoking", "revoked", "irrevocable"}, cobra.ShellCompDirectiveNoFileComp
 	})
@@ -141,16 +169,52 @@ func newLeases(g *globals) *cobra.Command {
 }
 
 func newRevoke(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "revoke LEASE_ID",
-		Short: "End one of your leases now",
-		Args:  cobra.ExactArgs(1),
+	var subject, entitlement, grant, reason string
+	cmd := &cobra.Command{
+		Use:   "revoke [LEASE_ID | --subject S | --entitlement E | --grant G]",
+		Short: "End one of your leases now, or (admins) every lease of a subject, entitlement or grant",
+		Example: `  mayfly --dev revoke 01m8k14j7m5sy75306dz11vya2
+  mayfly revoke --subject spiffe://prod.example.org/ns/orders/sa/api --reason "key leak INC-42"
+  mayfly revoke --entitlement orders-db-admin`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			selectors := 0
+			for _, v := range []string{subject, entitlement, grant} {
+				if v != "" {
+					selectors++
+				}
+			}
+			switch {
+			case len(args) == 1 && selectors > 0:
+				return fmt.Errorf("give a lease id or one of --subject, --entitlement, --grant, not both")
+			case len(args) == 0 && selectors != 1:
+				return fmt.Errorf("give a lease id, or exactly one of --subject, --entitlement, --grant")
+			}
 			ctx, cancel := g.ctx(cmd)
 			defer cancel()
 			cc, err := g.conn(ctx)
 			if err != nil {
 				return err
+			}
+			if len(args) == 0 {
+				req := &mayflyv1.RevokeBySelectorRequest{Reason: reason}
+				switch {
+				case subject != "":
+					req.Selector = &mayflyv1.RevokeBySelectorRequest_Subject{Subject: subject}
+				case entitlement != "":
+					req.Selector = &mayflyv1.RevokeBySelectorRequest_Entitlement{Entitlement: entitlement}
+				default:
+					req.Selector = &mayflyv1.RevokeBySelectorRequest_GrantId{GrantId: grant}
+				}
+				resp, err := mayflyv1.NewAdminServiceClient(cc).RevokeBySelector(ctx, req)
+				if err != nil {
+					return err
+				}
+				if g.output == "json" {
+					return printJSON(g, resp)
+				}
+				printKV(g, [][2]string{{"REVOKED", fmt.Sprint(resp.GetRevoked())}})
+				return nil
 			}
 			resp, err := mayflyv1.NewCredentialServiceClient(cc).RevokeLease(ctx, &mayflyv1.RevokeLeaseRequest{LeaseId: args[0]})
 			if err != nil {
@@ -164,6 +228,12 @@ func newRevoke(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&subject, "subject", "", "kill switch: every lease of this principal (admins)")
+	f.StringVar(&entitlement, "entitlement", "", "kill switch: every lease of this entitlement (admins)")
+	f.StringVar(&grant, "grant", "", "kill switch: every lease minted under this grant (admins)")
+	f.StringVar(&reason, "reason", "", "why (recorded)")
+	return cmd
 }
 
 func newExplain(g *globals) *cobra.Command {
