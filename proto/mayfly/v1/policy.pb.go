@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -21,6 +22,217 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// WhatIfRequest carries a candidate policy.
+type WhatIfRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The candidate policy file, as YAML. Required.
+	Policy []byte `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	// How far back to replay recorded decisions (default 7 days).
+	Window        *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhatIfRequest) Reset() {
+	*x = WhatIfRequest{}
+	mi := &file_mayfly_v1_policy_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhatIfRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhatIfRequest) ProtoMessage() {}
+
+func (x *WhatIfRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mayfly_v1_policy_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhatIfRequest.ProtoReflect.Descriptor instead.
+func (*WhatIfRequest) Descriptor() ([]byte, []int) {
+	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WhatIfRequest) GetPolicy() []byte {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *WhatIfRequest) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// WhatIfResponse lists the decisions that would change.
+type WhatIfResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many recorded decisions were replayed.
+	Replayed int32 `protobuf:"varint,1,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// The decisions that would change.
+	Changes []*DecisionChange `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Digest of the candidate policy.
+	PolicyDigest  string `protobuf:"bytes,3,opt,name=policy_digest,json=policyDigest,proto3" json:"policy_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhatIfResponse) Reset() {
+	*x = WhatIfResponse{}
+	mi := &file_mayfly_v1_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhatIfResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhatIfResponse) ProtoMessage() {}
+
+func (x *WhatIfResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mayfly_v1_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhatIfResponse.ProtoReflect.Descriptor instead.
+func (*WhatIfResponse) Descriptor() ([]byte, []int) {
+	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WhatIfResponse) GetReplayed() int32 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
+func (x *WhatIfResponse) GetChanges() []*DecisionChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *WhatIfResponse) GetPolicyDigest() string {
+	if x != nil {
+		return x.PolicyDigest
+	}
+	return ""
+}
+
+// DecisionChange is one recorded decision that the candidate policy would
+// decide differently.
+type DecisionChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What was decided: issue, request, approval or break_glass.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Who asked.
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// For what.
+	Entitlement string `protobuf:"bytes,3,opt,name=entitlement,proto3" json:"entitlement,omitempty"`
+	// When it was decided.
+	At *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=at,proto3" json:"at,omitempty"`
+	// The decision recorded then.
+	Before *Decision `protobuf:"bytes,5,opt,name=before,proto3" json:"before,omitempty"`
+	// The decision the candidate policy gives.
+	After         *Decision `protobuf:"bytes,6,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecisionChange) Reset() {
+	*x = DecisionChange{}
+	mi := &file_mayfly_v1_policy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecisionChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecisionChange) ProtoMessage() {}
+
+func (x *DecisionChange) ProtoReflect() protoreflect.Message {
+	mi := &file_mayfly_v1_policy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecisionChange.ProtoReflect.Descriptor instead.
+func (*DecisionChange) Descriptor() ([]byte, []int) {
+	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DecisionChange) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DecisionChange) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *DecisionChange) GetEntitlement() string {
+	if x != nil {
+		return x.Entitlement
+	}
+	return ""
+}
+
+func (x *DecisionChange) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *DecisionChange) GetBefore() *Decision {
+	if x != nil {
+		return x.Before
+	}
+	return nil
+}
+
+func (x *DecisionChange) GetAfter() *Decision {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
 
 // ExplainRequest describes a hypothetical request.
 type ExplainRequest struct {
@@ -38,7 +250,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_mayfly_v1_policy_proto_msgTypes[0]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -50,7 +262,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mayfly_v1_policy_proto_msgTypes[0]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -63,7 +275,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{0}
+	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ExplainRequest) GetEntitlement() string {
@@ -98,7 +310,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_mayfly_v1_policy_proto_msgTypes[1]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -110,7 +322,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mayfly_v1_policy_proto_msgTypes[1]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -123,7 +335,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{1}
+	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ExplainResponse) GetDecision() *Decision {
@@ -146,7 +358,7 @@ type ListEntitlementsRequest struct {
 
 func (x *ListEntitlementsRequest) Reset() {
 	*x = ListEntitlementsRequest{}
-	mi := &file_mayfly_v1_policy_proto_msgTypes[2]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -158,7 +370,7 @@ func (x *ListEntitlementsRequest) String() string {
 func (*ListEntitlementsRequest) ProtoMessage() {}
 
 func (x *ListEntitlementsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mayfly_v1_policy_proto_msgTypes[2]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -171,7 +383,7 @@ func (x *ListEntitlementsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntitlementsRequest.ProtoReflect.Descriptor instead.
 func (*ListEntitlementsRequest) Descriptor() ([]byte, []int) {
-	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListEntitlementsRequest) GetPageSize() int32 {
@@ -201,7 +413,7 @@ type ListEntitlementsResponse struct {
 
 func (x *ListEntitlementsResponse) Reset() {
 	*x = ListEntitlementsResponse{}
-	mi := &file_mayfly_v1_policy_proto_msgTypes[3]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +425,7 @@ func (x *ListEntitlementsResponse) String() string {
 func (*ListEntitlementsResponse) ProtoMessage() {}
 
 func (x *ListEntitlementsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mayfly_v1_policy_proto_msgTypes[3]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +438,7 @@ func (x *ListEntitlementsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntitlementsResponse.ProtoReflect.Descriptor instead.
 func (*ListEntitlementsResponse) Descriptor() ([]byte, []int) {
-	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListEntitlementsResponse) GetEntitlements() []*Entitlement {
@@ -270,7 +482,7 @@ type Entitlement struct {
 
 func (x *Entitlement) Reset() {
 	*x = Entitlement{}
-	mi := &file_mayfly_v1_policy_proto_msgTypes[4]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +494,7 @@ func (x *Entitlement) String() string {
 func (*Entitlement) ProtoMessage() {}
 
 func (x *Entitlement) ProtoReflect() protoreflect.Message {
-	mi := &file_mayfly_v1_policy_proto_msgTypes[4]
+	mi := &file_mayfly_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +507,7 @@ func (x *Entitlement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entitlement.ProtoReflect.Descriptor instead.
 func (*Entitlement) Descriptor() ([]byte, []int) {
-	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_mayfly_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Entitlement) GetName() string {
@@ -365,7 +577,21 @@ var File_mayfly_v1_policy_proto protoreflect.FileDescriptor
 
 const file_mayfly_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x16mayfly/v1/policy.proto\x12\tmayfly.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x15mayfly/v1/lease.proto\"y\n" +
+	"\x16mayfly/v1/policy.proto\x12\tmayfly.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15mayfly/v1/lease.proto\"Z\n" +
+	"\rWhatIfRequest\x12\x16\n" +
+	"\x06policy\x18\x01 \x01(\fR\x06policy\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\"\x86\x01\n" +
+	"\x0eWhatIfResponse\x12\x1a\n" +
+	"\breplayed\x18\x01 \x01(\x05R\breplayed\x123\n" +
+	"\achanges\x18\x02 \x03(\v2\x19.mayfly.v1.DecisionChangeR\achanges\x12#\n" +
+	"\rpolicy_digest\x18\x03 \x01(\tR\fpolicyDigest\"\xe4\x01\n" +
+	"\x0eDecisionChange\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12 \n" +
+	"\ventitlement\x18\x03 \x01(\tR\ventitlement\x12*\n" +
+	"\x02at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12+\n" +
+	"\x06before\x18\x05 \x01(\v2\x13.mayfly.v1.DecisionR\x06before\x12)\n" +
+	"\x05after\x18\x06 \x01(\v2\x13.mayfly.v1.DecisionR\x05after\"y\n" +
 	"\x0eExplainRequest\x12 \n" +
 	"\ventitlement\x18\x01 \x01(\tR\ventitlement\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x18\n" +
@@ -388,10 +614,11 @@ const file_mayfly_v1_policy_proto_rawDesc = "" +
 	"\amax_ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06maxTtl\x12\x19\n" +
 	"\bgrant_id\x18\a \x01(\tR\agrantId\x12\x1c\n" +
 	"\trevocable\x18\b \x01(\bR\trevocable\x12)\n" +
-	"\x10revocable_reason\x18\t \x01(\tR\x0frevocableReason2\xae\x01\n" +
+	"\x10revocable_reason\x18\t \x01(\tR\x0frevocableReason2\xed\x01\n" +
 	"\rPolicyService\x12@\n" +
 	"\aExplain\x12\x19.mayfly.v1.ExplainRequest\x1a\x1a.mayfly.v1.ExplainResponse\x12[\n" +
-	"\x10ListEntitlements\x12\".mayfly.v1.ListEntitlementsRequest\x1a#.mayfly.v1.ListEntitlementsResponseB5Z3github.com/mayflyhq/mayfly/proto/mayfly/v1;mayflyv1b\x06proto3"
+	"\x10ListEntitlements\x12\".mayfly.v1.ListEntitlementsRequest\x1a#.mayfly.v1.ListEntitlementsResponse\x12=\n" +
+	"\x06WhatIf\x12\x18.mayfly.v1.WhatIfRequest\x1a\x19.mayfly.v1.WhatIfResponseB5Z3github.com/mayflyhq/mayfly/proto/mayfly/v1;mayflyv1b\x06proto3"
 
 var (
 	file_mayfly_v1_policy_proto_rawDescOnce sync.Once
@@ -405,31 +632,42 @@ func file_mayfly_v1_policy_proto_rawDescGZIP() []byte {
 	return file_mayfly_v1_policy_proto_rawDescData
 }
 
-var file_mayfly_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_mayfly_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_mayfly_v1_policy_proto_goTypes = []any{
-	(*ExplainRequest)(nil),           // 0: mayfly.v1.ExplainRequest
-	(*ExplainResponse)(nil),          // 1: mayfly.v1.ExplainResponse
-	(*ListEntitlementsRequest)(nil),  // 2: mayfly.v1.ListEntitlementsRequest
-	(*ListEntitlementsResponse)(nil), // 3: mayfly.v1.ListEntitlementsResponse
-	(*Entitlement)(nil),              // 4: mayfly.v1.Entitlement
-	(*durationpb.Duration)(nil),      // 5: google.protobuf.Duration
-	(*Decision)(nil),                 // 6: mayfly.v1.Decision
+	(*WhatIfRequest)(nil),            // 0: mayfly.v1.WhatIfRequest
+	(*WhatIfResponse)(nil),           // 1: mayfly.v1.WhatIfResponse
+	(*DecisionChange)(nil),           // 2: mayfly.v1.DecisionChange
+	(*ExplainRequest)(nil),           // 3: mayfly.v1.ExplainRequest
+	(*ExplainResponse)(nil),          // 4: mayfly.v1.ExplainResponse
+	(*ListEntitlementsRequest)(nil),  // 5: mayfly.v1.ListEntitlementsRequest
+	(*ListEntitlementsResponse)(nil), // 6: mayfly.v1.ListEntitlementsResponse
+	(*Entitlement)(nil),              // 7: mayfly.v1.Entitlement
+	(*durationpb.Duration)(nil),      // 8: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 9: google.protobuf.Timestamp
+	(*Decision)(nil),                 // 10: mayfly.v1.Decision
 }
 var file_mayfly_v1_policy_proto_depIdxs = []int32{
-	5, // 0: mayfly.v1.ExplainRequest.ttl:type_name -> google.protobuf.Duration
-	6, // 1: mayfly.v1.ExplainResponse.decision:type_name -> mayfly.v1.Decision
-	4, // 2: mayfly.v1.ListEntitlementsResponse.entitlements:type_name -> mayfly.v1.Entitlement
-	5, // 3: mayfly.v1.Entitlement.ttl:type_name -> google.protobuf.Duration
-	5, // 4: mayfly.v1.Entitlement.max_ttl:type_name -> google.protobuf.Duration
-	0, // 5: mayfly.v1.PolicyService.Explain:input_type -> mayfly.v1.ExplainRequest
-	2, // 6: mayfly.v1.PolicyService.ListEntitlements:input_type -> mayfly.v1.ListEntitlementsRequest
-	1, // 7: mayfly.v1.PolicyService.Explain:output_type -> mayfly.v1.ExplainResponse
-	3, // 8: mayfly.v1.PolicyService.ListEntitlements:output_type -> mayfly.v1.ListEntitlementsResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	8,  // 0: mayfly.v1.WhatIfRequest.window:type_name -> google.protobuf.Duration
+	2,  // 1: mayfly.v1.WhatIfResponse.changes:type_name -> mayfly.v1.DecisionChange
+	9,  // 2: mayfly.v1.DecisionChange.at:type_name -> google.protobuf.Timestamp
+	10, // 3: mayfly.v1.DecisionChange.before:type_name -> mayfly.v1.Decision
+	10, // 4: mayfly.v1.DecisionChange.after:type_name -> mayfly.v1.Decision
+	8,  // 5: mayfly.v1.ExplainRequest.ttl:type_name -> google.protobuf.Duration
+	10, // 6: mayfly.v1.ExplainResponse.decision:type_name -> mayfly.v1.Decision
+	7,  // 7: mayfly.v1.ListEntitlementsResponse.entitlements:type_name -> mayfly.v1.Entitlement
+	8,  // 8: mayfly.v1.Entitlement.ttl:type_name -> google.protobuf.Duration
+	8,  // 9: mayfly.v1.Entitlement.max_ttl:type_name -> google.protobuf.Duration
+	3,  // 10: mayfly.v1.PolicyService.Explain:input_type -> mayfly.v1.ExplainRequest
+	5,  // 11: mayfly.v1.PolicyService.ListEntitlements:input_type -> mayfly.v1.ListEntitlementsRequest
+	0,  // 12: mayfly.v1.PolicyService.WhatIf:input_type -> mayfly.v1.WhatIfRequest
+	4,  // 13: mayfly.v1.PolicyService.Explain:output_type -> mayfly.v1.ExplainResponse
+	6,  // 14: mayfly.v1.PolicyService.ListEntitlements:output_type -> mayfly.v1.ListEntitlementsResponse
+	1,  // 15: mayfly.v1.PolicyService.WhatIf:output_type -> mayfly.v1.WhatIfResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_mayfly_v1_policy_proto_init() }
@@ -444,7 +682,7 @@ func file_mayfly_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mayfly_v1_policy_proto_rawDesc), len(file_mayfly_v1_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

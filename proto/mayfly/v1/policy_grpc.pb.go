@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	PolicyService_Explain_FullMethodName          = "/mayfly.v1.PolicyService/Explain"
 	PolicyService_ListEntitlements_FullMethodName = "/mayfly.v1.PolicyService/ListEntitlements"
+	PolicyService_WhatIf_FullMethodName           = "/mayfly.v1.PolicyService/WhatIf"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -36,6 +37,12 @@ type PolicyServiceClient interface {
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// ListEntitlements lists the entitlements the caller may use now.
 	ListEntitlements(ctx context.Context, in *ListEntitlementsRequest, opts ...grpc.CallOption) (*ListEntitlementsResponse, error)
+	// WhatIf replays the decisions recorded over a past window against a
+	// changed policy and returns every decision that would come out
+	// differently, and why. Nothing is acted on. Admins only. Errors:
+	// INVALID_ARGUMENT (the candidate policy does not load: the message
+	// names the line), PERMISSION_DENIED.
+	WhatIf(ctx context.Context, in *WhatIfRequest, opts ...grpc.CallOption) (*WhatIfResponse, error)
 }
 
 type policyServiceClient struct {
@@ -66,6 +73,16 @@ func (c *policyServiceClient) ListEntitlements(ctx context.Context, in *ListEnti
 	return out, nil
 }
 
+func (c *policyServiceClient) WhatIf(ctx context.Context, in *WhatIfRequest, opts ...grpc.CallOption) (*WhatIfResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WhatIfResponse)
+	err := c.cc.Invoke(ctx, PolicyService_WhatIf_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -79,6 +96,12 @@ type PolicyServiceServer interface {
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// ListEntitlements lists the entitlements the caller may use now.
 	ListEntitlements(context.Context, *ListEntitlementsRequest) (*ListEntitlementsResponse, error)
+	// WhatIf replays the decisions recorded over a past window against a
+	// changed policy and returns every decision that would come out
+	// differently, and why. Nothing is acted on. Admins only. Errors:
+	// INVALID_ARGUMENT (the candidate policy does not load: the message
+	// names the line), PERMISSION_DENIED.
+	WhatIf(context.Context, *WhatIfRequest) (*WhatIfResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -94,6 +117,9 @@ func (UnimplementedPolicyServiceServer) Explain(context.Context, *ExplainRequest
 }
 func (UnimplementedPolicyServiceServer) ListEntitlements(context.Context, *ListEntitlementsRequest) (*ListEntitlementsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEntitlements not implemented")
+}
+func (UnimplementedPolicyServiceServer) WhatIf(context.Context, *WhatIfRequest) (*WhatIfResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WhatIf not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -152,6 +178,24 @@ func _PolicyService_ListEntitlements_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_WhatIf_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WhatIfRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).WhatIf(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_WhatIf_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).WhatIf(ctx, req.(*WhatIfRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -166,6 +210,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEntitlements",
 			Handler:    _PolicyService_ListEntitlements_Handler,
+		},
+		{
+			MethodName: "WhatIf",
+			Handler:    _PolicyService_WhatIf_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
