@@ -25,12 +25,15 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"gopkg.in/yaml.v3"
 
+	"github.com/mayflyhq/mayfly/broker/access"
+	accessmemory "github.com/mayflyhq/mayfly/broker/access/memory"
 	"github.com/mayflyhq/mayfly/broker/api"
 	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
 	"github.com/mayflyhq/mayfly/broker/lease"
 	"github.com/mayflyhq/mayfly/broker/metrics"
+	"github.com/mayflyhq/mayfly/broker/notify"
 	"github.com/mayflyhq/mayfly/broker/policy"
 	"github.com/mayflyhq/mayfly/broker/revoker"
 )
@@ -67,6 +70,9 @@ type Config struct {
 	PolicyPath string
 	// Store holds the leases.
 	Store lease.Store
+	// AccessStore holds access requests, grants, certifications and
+	// decision records (default: in memory, for one replica).
+	AccessStore access.Store
 	// JWT configures the broker's own JWT issuer.
 	JWT jwt.Config
 	// Issuers are further backends (vault, awssts, ...), by their Name.
@@ -96,6 +102,7 @@ type Broker struct {
 	jwt     *jwt.Issuer
 	issuers map[string]issuer.Issuer
 	revoker *revoker.Revoker
+	access  *access.Service
 	api     *api.Server
 	grpc    *grpc.Server
 	health  *health.Server
@@ -174,9 +181,13 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 
+	if err := b.newAccess(); err != nil {
+		return nil, err
+	}
 	b.api, err = api.New(api.Config{
 		Policy:         b.policy.Current,
 		Store:          cfg.Store,
+		Access:         b.access,
 		Issuers:        b.issuers,
 		JWT:            b.jwt,
 		Wake:           b.revoker.Wake,
@@ -218,6 +229,99 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// newAccess builds the access-request service on the lease store: revoking
+// a grant revokes its leases, conflicts count leases held, and reviews show
+// each grant's use.
+func (b *Broker) newAccess() error {
+	store := b.cfg.AccessStore
+	if store == nil {
+		store = accessmemory.New()
+	}
+	sender, err := notify.New(notify.Config{
+		Webhooks: func() map[string]*policy.Webhook { return b.policy.Current().Webhooks },
+		Logger:   b.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	ls := b.cfg.Store
+	b.access, err = access.New(access.Config{
+		Store:  store,
+		Policy: b.policy.Current,
+		RevokeLeases: func(ctx context.Context, grantID string) (int, error) {
+			n, err := ls.RevokeMatching(ctx, lease.Selector{GrantID: grantID}, lease.ReasonGrantEnded, b.cfg.Now())
+			if n > 0 {
+				b.revoker.Wake()
+			}
+			return n, err
+		},
+		Held: func(ctx context.Context, subject string) ([]string, error) {
+			return heldEntitlements(ctx, ls, subject, b.cfg.Now())
+		},
+		Usage: func(ctx context.Context, grantID string) (time.Time, int, error) {
+			return grantUsage(ctx, ls, grantID, b.cfg.Now())
+		},
+		Notify: sender.Send,
+		Now:    b.cfg.Now,
+		Logger: b.cfg.Logger,
+	})
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	return nil
+}
+
+// heldEntitlements lists the entitlements a subject holds through active
+// leases (for segregation of duties).
+func heldEntitlements(ctx context.Context, ls lease.Store, subject string, now time.Time) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	q := lease.Query{Subject: subject, States: []lease.State{lease.StatePending, lease.StateActive}, PageSize: 1000}
+	for {
+		page, next, err := ls.List(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range page {
+			if (l.State == lease.StatePending || l.Active(now)) && !seen[l.Entitlement] {
+				seen[l.Entitlement] = true
+				out = append(out, l.Entitlement)
+			}
+		}
+		if next == "" {
+			return out, nil
+		}
+		q.PageToken = next
+	}
+}
+
+// grantUsage reports the last lease issued under a grant and how many in
+// the last 30 days, for certification reviews.
+func grantUsage(ctx context.Context, ls lease.Store, grantID string, now time.Time) (time.Time, int, error) {
+	var last time.Time
+	n := 0
+	since := now.Add(-30 * 24 * time.Hour)
+	q := lease.Query{GrantID: grantID, PageSize: 1000}
+	for {
+		page, next, err := ls.List(ctx, q)
+		if err != nil {
+			return time.Time{}, 0, err
+		}
+		for _, l := range page {
+			if l.IssuedAt.After(last) {
+				last = l.IssuedAt
+			}
+			if !l.IssuedAt.Before(since) {
+				n++
+			}
+		}
+		if next == "" {
+			return last, n, nil
+		}
+		q.PageToken = next
+	}
 }
 
 // checkTrustDomains refuses a policy whose trust domains the broker does
@@ -355,6 +459,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	task("policy", b.policy.Run)
 	task("revoker", b.revoker.Run)
 	task("jwt-keys", b.jwt.Run)
+	task("access", b.access.Run)
 	task("grpc", func(ctx context.Context) error {
 		b.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 		errc := make(chan error, 1)

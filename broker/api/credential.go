@@ -55,8 +55,11 @@ func (s *Server) issue(ctx context.Context, req *mayflyv1.IssueCredentialRequest
 	}
 
 	now := s.cfg.Now()
-	d := s.cfg.Policy().Decide(policy.Input{Principal: p, Entitlement: req.GetEntitlement(), TTL: ttl, Now: now})
-	s.cfg.Metrics.Decision(d.Outcome.String())
+	d, err := s.decide(ctx, policy.Input{Principal: p, Entitlement: req.GetEntitlement(), TTL: ttl, Now: now,
+		Reason: req.GetReason(), Ticket: req.GetTicket()})
+	if err != nil {
+		return nil, err
+	}
 	if d.Outcome != policy.Allow {
 		return nil, denied(d)
 	}
@@ -197,8 +200,10 @@ func (s *Server) RenewLease(ctx context.Context, req *mayflyv1.RenewLeaseRequest
 	}
 	// The grant must still allow the entitlement; its end and max_ttl cap
 	// the renewal as they capped the issuance.
-	d := s.cfg.Policy().Decide(policy.Input{Principal: p, Entitlement: l.Entitlement, TTL: ttl, Now: now})
-	s.cfg.Metrics.Decision(d.Outcome.String())
+	d, err := s.decide(ctx, policy.Input{Principal: p, Entitlement: l.Entitlement, TTL: ttl, Now: now})
+	if err != nil {
+		return nil, err
+	}
 	if d.Outcome != policy.Allow {
 		return nil, status.Errorf(codes.FailedPrecondition, "policy no longer allows entitlement %q for this caller; the lease will end at its expiry", l.Entitlement)
 	}

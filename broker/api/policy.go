@@ -38,7 +38,15 @@ func (s *Server) Explain(ctx context.Context, req *mayflyv1.ExplainRequest) (*ma
 			return nil, err
 		}
 	}
-	d := pol.Decide(policy.Input{Principal: subject, Entitlement: req.GetEntitlement(), TTL: ttl, Now: s.cfg.Now()})
+	in := policy.Input{Principal: subject, Entitlement: req.GetEntitlement(), TTL: ttl, Now: s.cfg.Now()}
+	if s.cfg.Access != nil {
+		st, err := s.cfg.Access.State(ctx, subject)
+		if err != nil {
+			return nil, accessStatus(err)
+		}
+		st.Fill(&in)
+	}
+	d := pol.Decide(in)
 	return &mayflyv1.ExplainResponse{Decision: decisionProto(subject.ID, req.GetEntitlement(), d)}, nil
 }
 

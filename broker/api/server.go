@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/mayflyhq/mayfly/broker/access"
 	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
 	"github.com/mayflyhq/mayfly/broker/lease"
@@ -23,6 +24,10 @@ type Config struct {
 	Store lease.Store
 	// Issuers are the backends by name.
 	Issuers map[string]issuer.Issuer
+	// Access is the access-request service (requests, approvals, grants,
+	// break-glass, reviews); nil leaves those RPCs Unimplemented and
+	// issuance decided on standing grants alone.
+	Access *access.Service
 	// JWT is the broker's own JWT issuer, used for introspection (may be nil).
 	JWT *jwt.Issuer
 	// Wake tells the revoker a lease became due early (may be nil).
@@ -45,9 +50,12 @@ type Server struct {
 	mayflyv1.UnimplementedPolicyServiceServer
 	mayflyv1.UnimplementedIntrospectionServiceServer
 	mayflyv1.UnimplementedAdminServiceServer
+	mayflyv1.UnimplementedAccessServiceServer
+	mayflyv1.UnimplementedReviewServiceServer
 
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	records recordSampler
 }
 
 // New validates cfg and returns the handlers.
@@ -84,4 +92,6 @@ func (s *Server) Register(g grpc.ServiceRegistrar) {
 	mayflyv1.RegisterPolicyServiceServer(g, s)
 	mayflyv1.RegisterIntrospectionServiceServer(g, s)
 	mayflyv1.RegisterAdminServiceServer(g, s)
+	mayflyv1.RegisterAccessServiceServer(g, s)
+	mayflyv1.RegisterReviewServiceServer(g, s)
 }

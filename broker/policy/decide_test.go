@@ -96,6 +96,7 @@ func allow(ent, grant, subject, purpose string, until time.Time, ttl, maxTTL tim
 	d := Decision{
 		Outcome:   Allow,
 		GrantID:   grant,
+		GrantKind: GrantStanding,
 		TTL:       ttl,
 		ExpiresAt: now.Add(ttl),
 		HardEnd:   now.Add(maxTTL),
@@ -228,7 +229,7 @@ func TestDecide(t *testing.T) {
 		{"ended not mine", workload("spiffe://prod.example.org/a/b"), "ended", 0, time.Time{},
 			denied(workload("spiffe://prod.example.org/a/b"), "ended")},
 		{"not yet ended", workload("spiffe://prod.example.org/svc"), "ended", 0, now.Add(-time.Nanosecond),
-			Decision{Outcome: Allow, GrantID: "old", TTL: time.Nanosecond, ExpiresAt: now, HardEnd: now, Clamped: true, Reasons: []Reason{
+			Decision{Outcome: Allow, GrantID: "old", GrantKind: GrantStanding, TTL: time.Nanosecond, ExpiresAt: now, HardEnd: now, Clamped: true, Reasons: []Reason{
 				{ReasonStandingGrant, `standing grant "old" lets spiffe://prod.example.org/svc use entitlement "ended" until 2026-01-01T00:00:00Z (purpose: p)`},
 				{ReasonTTLClamped, `TTL reduced from 10m to 1ns: standing grant "old" ends at 2026-01-01T00:00:00Z`},
 			}}},
@@ -338,9 +339,9 @@ func TestExplain(t *testing.T) {
 		t.Errorf("Explain decision %+v differs from Decide", ex.Decision)
 	}
 	want := []GrantCheck{
-		{GrantID: "short", Subject: "spiffe://prod.example.org/svc", Matches: true, Ended: true},
-		{GrantID: "longer", Subject: "spiffe://prod.example.org/*", Matches: true, TTL: 10 * time.Minute},
-		{GrantID: "zz-tie", Subject: "spiffe://prod.example.org/**", Matches: true, TTL: 10 * time.Minute},
+		{GrantID: "short", Kind: GrantStanding, Subject: "spiffe://prod.example.org/svc", Matches: true, Ended: true},
+		{GrantID: "longer", Kind: GrantStanding, Subject: "spiffe://prod.example.org/*", Matches: true, TTL: 10 * time.Minute},
+		{GrantID: "zz-tie", Kind: GrantStanding, Subject: "spiffe://prod.example.org/**", Matches: true, TTL: 10 * time.Minute},
 	}
 	if !reflect.DeepEqual(ex.Grants, want) {
 		t.Errorf("grants\n got %+v\nwant %+v", ex.Grants, want)
@@ -423,6 +424,57 @@ func TestExamplePolicyDecisions(t *testing.T) {
 		if (d.Outcome == Allow) != tt.allow {
 			t.Errorf("%s on %s: %v %v", tt.pr.ID, tt.ent, d.Outcome, d.Reasons)
 		}
+	}
+}
+
+// The dev example shows the governance keys working together.
+func TestExamplePolicyGovernance(t *testing.T) {
+	p := mustParse(t, ExamplePolicy)
+	bob, alice, carol := human("user:bob"), human("user:alice", "oidc-group:dev/platform"), human("user:carol", "oidc-group:dev/security")
+	agent := workload("spiffe://mayfly.test/agents/triage")
+	day := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+
+	// The dev CLI still holds demo-api-write by standing grant and is an admin.
+	cli := workload("spiffe://mayfly.test/cli/dev")
+	if d := p.Decide(Input{Principal: cli, Entitlement: "demo-api-write", Now: day}); d.Outcome != Allow || d.GrantKind != GrantStanding {
+		t.Errorf("dev CLI: %v %v", d.Outcome, d.Reasons)
+	}
+	if !p.IsAdmin(cli) {
+		t.Error("dev CLI is not an admin")
+	}
+	// Developers and agents request demo-api-admin; platform or security approve.
+	for _, pr := range []authn.Principal{bob, agent} {
+		d := p.DecideRequest(RequestInput{Principal: pr, Entitlement: "demo-api-admin", Reason: "migrate", Ticket: "DEMO-1", Duration: time.Hour, Now: day})
+		if d.Outcome != NeedsApproval || d.Approval.Needed != 1 {
+			t.Errorf("%s request: %v %v", pr.ID, d.Outcome, d.Reasons)
+		}
+	}
+	// Longer than 2h only for the platform team (the condition).
+	if d := p.DecideRequest(RequestInput{Principal: bob, Entitlement: "demo-api-admin", Reason: "r", Ticket: "DEMO-1", Duration: 3 * time.Hour, Now: day}); d.Outcome != Deny || d.Reasons[0].Code != ReasonConditionFailed {
+		t.Errorf("3h for bob: %v %v", d.Outcome, d.Reasons)
+	}
+	if d := p.DecideRequest(RequestInput{Principal: alice, Entitlement: "demo-api-admin", Reason: "r", Ticket: "DEMO-1", Duration: 3 * time.Hour, Now: day}); d.Outcome != NeedsApproval {
+		t.Errorf("3h for alice: %v %v", d.Outcome, d.Reasons)
+	}
+	if d := p.CheckApproval(ApprovalInput{Approver: carol, Requester: bob, Entitlement: "demo-api-admin", Approve: true, Now: day}); !d.Approved {
+		t.Errorf("carol approves bob: %+v", d)
+	}
+	if d := p.CheckApproval(ApprovalInput{Approver: workload("spiffe://mayfly.test/cli/alice"), Requester: alice, Entitlement: "demo-api-admin", Approve: true, Now: day}); d.Outcome != Deny {
+		t.Errorf("alice approves herself through her CLI identity: %+v", d)
+	}
+	// Audit reads are approved at once, for people only, and conflict with admin.
+	if d := p.DecideRequest(RequestInput{Principal: carol, Entitlement: "demo-audit-read", Reason: "audit", Now: day}); d.Outcome != Allow {
+		t.Errorf("carol audit: %v %v", d.Outcome, d.Reasons)
+	}
+	if d := p.DecideRequest(RequestInput{Principal: bob, Entitlement: "demo-audit-read", Reason: "audit", Held: []string{"demo-api-admin"}, Now: day}); d.Outcome != Deny || d.Reasons[0].Code != ReasonConflictingEntitlement {
+		t.Errorf("bob audit while admin: %v %v", d.Outcome, d.Reasons)
+	}
+	// Platform may break glass, capped to 30m.
+	if d := p.DecideBreakGlass(BreakGlassInput{Principal: alice, Entitlement: "demo-api-admin", Reason: "outage", TTL: time.Hour, Now: day}); d.Outcome != Allow || d.TTL != 30*time.Minute || d.Notify[0] != "webhook:security" {
+		t.Errorf("alice break-glass: %+v", d)
+	}
+	if w := p.Webhooks["security"]; w == nil || w.URL != "http://127.0.0.1:8099/mayfly" {
+		t.Errorf("webhook %+v", w)
 	}
 }
 

@@ -38,12 +38,86 @@
 // be "**", one or more segments), user:NAME and group:NAME; groups may also
 // list oidc-group:PROVIDER/NAME as asserted by an identity provider.
 //
+// # Governance
+//
+// Besides standing grants an entitlement may say who may ask for it and
+// how requests are approved, what a request must carry, a condition, the
+// entitlements it conflicts with, and who may break glass:
+//
+//	orders-db-admin:
+//	  ...
+//	  requestable_by: [group:sre, "spiffe://prod.example.org/ns/agents/*"]  # humans and agents
+//	  approval:
+//	    approvals: 2                 # 0 approves at once
+//	    approvers: [group:sre-leads, group:security]
+//	    distinct_groups: true        # one from each entry
+//	    max_duration: 4h             # longest grant a request may ask for (default 8h)
+//	    pending_ttl: 24h             # how long a request waits (default 24h)
+//	  require: { reason: true, ticket: "(INC|CHG)-[0-9]+" }   # the whole ticket must match
+//	  when: 'request.time.getHours() >= 6 || "oncall" in principal.groups'
+//	  conflicts_with: [payments-release]   # symmetric
+//	  break_glass:
+//	    allowed: [group:oncall]
+//	    max_ttl: 1h                  # longer asks are capped
+//	    review_within: 24h           # overdue: no more break-glass until reviewed
+//	    notify: [webhook:security]
+//	  notify: [webhook:security]     # every request, approval, denial, review
+//
+// At the top of the file, identity_providers lists the OIDC issuers for
+// humans (https; groups_claim defaults to "groups", username_claim to
+// "email"), webhooks the notification endpoints (https, or http to
+// loopback; secret_env names the environment variable holding the HMAC
+// key, which loading never reads), and identities the sets of subjects
+// that are one person or agent, so that nobody approves their own request
+// under another identity and one person's two identities count once.
+//
+// # Conditions
+//
+// `when` is a CEL expression (github.com/google/cel-go), compiled at load
+// (a bad one is a load error naming the entitlement and the line) and
+// checked for every request and every issuance except break-glass. It
+// must be true or false. Its variables:
+//
+//	principal.id            string        "user:alice", "spiffe://td/agents/a1"
+//	principal.kind          string        "human" or "workload"
+//	principal.groups        list(string)  policy groups (names under groups:) the caller belongs to
+//	principal.idp_groups    list(string)  groups asserted by the IdP, "oidc-group:corp/sre"
+//	principal.trust_domain  string        a workload's trust domain; "" for humans
+//	request.entitlement     string
+//	request.reason          string        at issuance, the request's if the call has none
+//	request.ticket          string        likewise
+//	request.duration        duration      the grant asked for (requests), the TTL asked for (issuance)
+//	request.time            timestamp     the decision time, UTC: request.time.getHours() is UTC
+//
+// CEL's standard functions and the strings extension are available. A
+// condition that cannot be evaluated (say, an index out of range) denies
+// with condition_error: conditions fail closed.
+//
 // # Deciding
 //
-// Decide is pure: the caller passes the time, and the answer depends only
-// on the policy and the input. An unknown entitlement and one the caller
-// holds no grant for give the same public reason, so the API leaks
-// nothing; Decision.Entitlement tells the broker which it was.
+// Decide is pure: the caller passes the time and what the broker knows
+// (dynamic grants, entitlements held, certifications, a break-glass block),
+// and the answer depends only on the policy and the input, so a recorded
+// input can be replayed. An unknown entitlement and one the caller has no
+// relation to give the same public reason, so the API leaks nothing;
+// Decision.Entitlement tells the broker which it was.
+//
+// The other decisions are pure too: DecideRequest (may this access
+// request be made; approved at once, needs approval, or refused with every
+// reason), CheckApproval (does this review count: not the requester under
+// any identity, an approver, once per identity, distinct approver entries
+// by bipartite matching), DecideBreakGlass, and Reviews (which standing
+// grants are due for certification). WhatIf replays recorded decisions
+// under a changed policy and reports every one whose outcome, TTL or
+// approvals needed would change, which way, and why.
+//
+// Certification: Input.Certified maps each standing grant id to the start
+// of its review period (the last certification, or when the broker first
+// saw the grant); a grant with review_every whose period has run out gives
+// nothing (certification_lapsed). The access service keeps that state.
+// Requirements (require:) are checked when asking (DecideRequest), not at
+// issuance: an issuance under a request grant rests on the reason and
+// ticket its request carried, and standing grants are held without asking.
 //
 //	p, err := policy.LoadFile("/etc/mayfly/policy.yaml", policy.Options{
 //		Issuers: map[string]func(*yaml.Node) (any, error){"jwt": jwtIssuer.DecodeParams},

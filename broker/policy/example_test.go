@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -86,4 +87,35 @@ func ExamplePolicy_Usable() {
 	}
 	// Output:
 	// demo-api-write 15m0s
+}
+
+func ExampleWhatIf() {
+	oldP, err := policy.Parse(policy.ExamplePolicy, opts)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// A proposed change: admin grants of at most one hour.
+	newP, err := policy.Parse(bytes.Replace(policy.ExamplePolicy, []byte("max_duration: 4h"), []byte("max_duration: 1h"), 1), opts)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	bob := authn.Principal{Kind: authn.KindHuman, ID: "user:bob"}
+	at := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	var records []policy.Record
+	for _, d := range []time.Duration{30 * time.Minute, 2 * time.Hour} {
+		in := policy.RequestInput{Principal: bob, Entitlement: "demo-api-admin", Reason: "migrate", Ticket: "DEMO-7", Duration: d, Now: at}
+		records = append(records, policy.Record{Kind: policy.RecordRequest, At: at, Request: &in, Result: policy.ResultOf(oldP.DecideRequest(in))})
+	}
+	changes := policy.WhatIf(oldP, newP, records)
+	for _, c := range changes {
+		fmt.Printf("%s %s: %s -> %s (tightens: %v)\n", c.Record.Kind, c.Record.Request.Duration, c.Old.Outcome, c.New.Outcome, c.Tightens)
+		fmt.Println(" ", c.New.Reasons[0].Code+":", c.New.Reasons[0].Message)
+	}
+	fmt.Printf("%+v\n", policy.Summarize(len(records), changes))
+	// Output:
+	// request 2h0m0s: needs_approval -> deny (tightens: true)
+	//   duration_too_long: requested duration 2h is longer than the maximum of 1h for entitlement "demo-api-admin"
+	// {Records:2 Changed:1 Tightened:1 Loosened:0 Drifted:0 Unreplayable:0 Transitions:map[request: needs_approval -> deny:1]}
 }

@@ -25,7 +25,7 @@ import (
 // (requestable_by, approval, break_glass, when, ...) slot in.
 
 // topKeys are the keys of the file itself, in the order they are checked.
-var topKeys = []string{"version", "trust_domains", "groups", "admins", "entitlements"}
+var topKeys = []string{"version", "trust_domains", "identity_providers", "groups", "identities", "admins", "webhooks", "entitlements"}
 
 // entField is one key of an entitlement.
 type entField struct {
@@ -49,6 +49,15 @@ var entFields = []entField{
 		ec.ent.MaxTTL, ec.maxOK = ps.duration(ec.path+".max_ttl", e.val)
 	}},
 	{"standing", false, (*parser).entStanding},
+	{"requestable_by", false, (*parser).entRequestable},
+	{"approval", false, (*parser).entApproval},
+	{"require", false, (*parser).entRequire},
+	{"when", false, (*parser).entWhen},
+	{"conflicts_with", false, (*parser).entConflicts},
+	{"break_glass", false, (*parser).entBreakGlass},
+	{"notify", false, func(ps *parser, ec *entCtx, e entry) {
+		ec.ent.Notify = ps.webhookRefs(ec.path+".notify", e.val)
+	}},
 }
 
 // grantKeys are the keys of a standing grant.
@@ -70,6 +79,9 @@ type parser struct {
 	groupEdges   map[string][]string
 	groupLeaves  map[string][]*subject
 	grantIDs     map[string]int // grant id -> line of first use
+	idps         map[string]bool
+	idpBroken    bool          // an identity provider entry failed to load
+	conflicts    []conflictRef // conflicts_with entries, resolved once every entitlement is read
 }
 
 // entCtx is the state of one entitlement while it is read.
@@ -79,6 +91,9 @@ type entCtx struct {
 	ent   *Entitlement
 	ttlOK bool
 	maxOK bool
+
+	approvalLine int // line of the approval key, if any
+	requireLine  int // line of the require key, if any
 }
 
 func parse(file string, data []byte, opts Options) (*Policy, error) {
@@ -88,6 +103,7 @@ func parse(file string, data []byte, opts Options) (*Policy, error) {
 		p: &Policy{
 			Groups:       map[string][]string{},
 			Entitlements: map[string]*Entitlement{},
+			Webhooks:     map[string]*Webhook{},
 			Digest:       digest(data),
 			groupSets:    map[string]*groupSet{},
 		},
@@ -96,6 +112,7 @@ func parse(file string, data []byte, opts Options) (*Policy, error) {
 		groupEdges:   map[string][]string{},
 		groupLeaves:  map[string][]*subject{},
 		grantIDs:     map[string]int{},
+		idps:         map[string]bool{},
 	}
 	if root := ps.document(data); root != nil {
 		ps.noAliases(root)
@@ -368,15 +385,25 @@ func (ps *parser) top(root *yaml.Node) {
 	if e, ok := find(entries, "trust_domains"); ok {
 		ps.trustDomainList(e)
 	}
+	if e, ok := find(entries, "identity_providers"); ok {
+		ps.identityProviders(e)
+	}
 	if e, ok := find(entries, "groups"); ok {
 		ps.groups(e)
+	}
+	if e, ok := find(entries, "identities"); ok {
+		ps.identitySets(e)
 	}
 	if e, ok := find(entries, "admins"); ok {
 		ps.admins(e)
 	}
+	if e, ok := find(entries, "webhooks"); ok {
+		ps.webhooks(e)
+	}
 	if e, ok := find(entries, "entitlements"); ok {
 		ps.entitlements(e)
 	}
+	ps.resolveConflicts()
 }
 
 // admins reads the principals who may administer the broker (explain for
@@ -453,6 +480,12 @@ func (ps *parser) subject(path string, n *yaml.Node, allowOIDC bool) *subject {
 	case subjectGroup:
 		if _, ok := ps.groupLine[s.name]; !ok {
 			ps.errf(n.Line, "%s: subject %q: undefined group %q", path, raw, s.name)
+			return nil
+		}
+	case subjectOIDCGroup:
+		provider, _, _ := strings.Cut(strings.TrimPrefix(raw, prefixOIDCGroup), "/")
+		if len(ps.idps) > 0 && !ps.idpBroken && !ps.idps[provider] {
+			ps.errf(n.Line, "%s: subject %q: identity provider %q is not listed in identity_providers", path, raw, provider)
 			return nil
 		}
 	}
@@ -570,7 +603,9 @@ func (ps *parser) flattenGroups() {
 		return g
 	}
 	for _, name := range names {
-		visit(name)
+		if visit(name) != nil {
+			ps.p.groupNames = append(ps.p.groupNames, name)
+		}
 	}
 }
 
@@ -640,6 +675,7 @@ func (ps *parser) entitlement(ee entry) {
 			f.set(ps, ec, e)
 		}
 	}
+	ps.entChecks(ec, entries)
 	if ec.ttlOK && ec.maxOK && ec.ent.MaxTTL < ec.ent.TTL {
 		e, _ := find(entries, "max_ttl")
 		ps.errf(e.val.Line, "%s.max_ttl: %s is less than ttl %s", ec.path, e.val.Value, fmtDuration(ec.ent.TTL))
@@ -685,6 +721,7 @@ func (ps *parser) entOwner(ec *entCtx, e entry) {
 		return
 	}
 	ec.ent.Owner = s.raw
+	ec.ent.owner = s
 }
 
 func (ps *parser) entStanding(ec *entCtx, e entry) {

@@ -68,9 +68,9 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", lines("version: 1", "---", "version: 1"), nil,
 			"policy: line 3: a second YAML document; a policy file holds exactly one"},
 		{"not a mapping", lines("- version: 1"), nil,
-			"policy: line 1: the file must be a mapping of version, trust_domains, groups, admins, entitlements, not a list"},
+			"policy: line 1: the file must be a mapping of version, trust_domains, identity_providers, groups, identities, admins, webhooks, entitlements, not a list"},
 		{"scalar file", lines("hello"), nil,
-			`policy: line 1: the file must be a mapping of version, trust_domains, groups, admins, entitlements, not the scalar "hello"`},
+			`policy: line 1: the file must be a mapping of version, trust_domains, identity_providers, groups, identities, admins, webhooks, entitlements, not the scalar "hello"`},
 		{"yaml syntax", lines("version: 1", "groups: [a", "entitlements: {}"), nil,
 			"policy: line 2: invalid YAML: did not find expected ',' or ']'"},
 		{"yaml bad indentation", lines("version: 1", "groups:", "  a: []", " b: []"), nil,
@@ -102,7 +102,7 @@ func TestParseErrors(t *testing.T) {
 
 		// Top-level keys.
 		{"unknown top key", with(map[int]string{1: "version: 1\nidentity_provider: []"}), nil,
-			`policy: line 2: unknown key "identity_provider" (allowed: version, trust_domains, groups, admins, entitlements)`},
+			`policy: line 2: unknown key "identity_provider" (allowed: version, trust_domains, identity_providers, groups, identities, admins, webhooks, entitlements)`},
 		{"duplicate top key", with(map[int]string{1: "version: 1\nversion: 1"}), nil,
 			`policy: line 2: duplicate key "version" (first at line 1)`},
 		{"complex key", with(map[int]string{1: "version: 1\n? [a]\n: b"}), nil,
@@ -182,9 +182,9 @@ func TestParseErrors(t *testing.T) {
 			`policy: line 6: entitlements.e0: must be a mapping, not a list`},
 		{"entitlement unknown key", with(map[int]string{7: "    descripton: d"}), nil,
 			`policy: line 6: entitlements.e1: missing required key "description"` + "\n" +
-				`policy: line 7: entitlements.e1: unknown key "descripton" (allowed: description, owner, issuer, ttl, max_ttl, standing, jwt)`},
+				`policy: line 7: entitlements.e1: unknown key "descripton" (allowed: ` + entKeysMsg + `)`},
 		{"entitlement other issuer section", with(map[int]string{10: "    jwt: {audience: a}\n    vault: {path: x}"}), nil,
-			`policy: line 11: entitlements.e1: unknown key "vault" (allowed: description, owner, issuer, ttl, max_ttl, standing, jwt)`},
+			`policy: line 11: entitlements.e1: unknown key "vault" (allowed: ` + entKeysMsg + `)`},
 		{"entitlement duplicate key", with(map[int]string{12: "    max_ttl: 1h\n    ttl: 10m"}), nil,
 			`policy: line 13: entitlements.e1: duplicate key "ttl" (first at line 11)`},
 		{"description empty", with(map[int]string{7: `    description: " "`}), nil,
@@ -327,7 +327,7 @@ func TestParseErrors(t *testing.T) {
 			"        until: tomorrow",
 		), nil,
 			`policy: line 9: entitlements.x.ttl: invalid duration "1x" (want e.g. 90s, 15m, 1h30m, 90d or 1d12h)` + "\n" +
-				`policy: line 11: entitlements.x: unknown key "colour" (allowed: description, owner, issuer, ttl, max_ttl, standing, jwt)` + "\n" +
+				`policy: line 11: entitlements.x: unknown key "colour" (allowed: ` + entKeysMsg + `)` + "\n" +
 				`policy: line 13: entitlements.x.standing[0].subject: subject "spiffe://b.org/svc": trust domain "b.org" is not listed in trust_domains` + "\n" +
 				`policy: line 15: entitlements.x.standing[0].until: invalid date "tomorrow" (want a date such as 2027-06-30, which holds through that day UTC, or an RFC 3339 time such as 2027-06-30T17:00:00Z)`},
 	}
@@ -414,11 +414,13 @@ func TestParseExample(t *testing.T) {
 	wantGroups := map[string][]string{
 		"platform":   {"user:alice", "oidc-group:dev/platform"},
 		"developers": {"user:bob", "group:platform"},
+		"security":   {"user:carol", "oidc-group:dev/security"},
+		"agents":     {"spiffe://mayfly.test/agents/*"},
 	}
 	if !reflect.DeepEqual(p.Groups, wantGroups) {
 		t.Errorf("groups %v, want %v", p.Groups, wantGroups)
 	}
-	if got, want := p.Names(), []string{"ci-deploy-token", "demo-api-read", "demo-api-write"}; !reflect.DeepEqual(got, want) {
+	if got, want := p.Names(), []string{"ci-deploy-token", "demo-api-admin", "demo-api-read", "demo-api-write", "demo-audit-read"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("names %v, want %v", got, want)
 	}
 	e := p.Entitlement("demo-api-read")
@@ -433,6 +435,7 @@ func TestParseExample(t *testing.T) {
 	}
 	got := *e
 	got.Standing = nil
+	got.owner = nil
 	if !reflect.DeepEqual(&got, wantEnt) {
 		t.Errorf("entitlement\n got %+v\nwant %+v", got, *wantEnt)
 	}
@@ -582,3 +585,6 @@ func TestGroupDiamondsStaySmall(t *testing.T) {
 		t.Errorf("l0-a holds %d patterns, want 1", n)
 	}
 }
+
+// entKeysMsg is the allowed-keys list of an entitlement whose issuer is jwt.
+const entKeysMsg = "description, owner, issuer, ttl, max_ttl, standing, requestable_by, approval, require, when, conflicts_with, break_glass, notify, jwt"

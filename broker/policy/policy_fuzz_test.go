@@ -4,14 +4,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mayflyhq/mayfly/broker/authn"
 )
 
 // FuzzParse feeds arbitrary bytes to Parse: it must never panic, every
 // error line must carry the package prefix, and whatever loads must answer
-// Decide, Explain and Usable without panicking.
+// Decide, Explain, Usable, DecideRequest, DecideBreakGlass, CheckApproval
+// and Reviews without panicking.
 func FuzzParse(f *testing.F) {
 	f.Add(ExamplePolicy)
 	f.Add(with(nil))
+	f.Add(withGov(nil))
+	f.Add(approvalPolicy)
 	for _, s := range []string{
 		"",
 		"version: 1",
@@ -28,6 +33,10 @@ func FuzzParse(f *testing.F) {
 		"version: !!binary AQ==\n",
 		"\ufeffversion: 1",
 		"version: 1\x00",
+		"version: 1\nentitlements:\n  e: {when: 'request.time.getHours() >= 6 || \"x\" in principal.groups'}",
+		"version: 1\nentitlements:\n  e: {when: '[1,2,3].all(x, [1,2,3].all(y, [1,2,3].all(z, x+y+z > 0)))'}",
+		"version: 1\nwebhooks: {a: {url: 'http://[::1]:80/x', secret_env: A}}\nidentities: [[user:a, user:b]]",
+		"version: 1\nentitlements:\n  e: {conflicts_with: [f]}\n  f: {conflicts_with: [e]}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -64,8 +73,19 @@ func FuzzParse(f *testing.F) {
 				if d.Outcome == Allow && (d.TTL <= 0 || d.TTL > d.Entitlement.MaxTTL || d.ExpiresAt.After(d.HardEnd)) {
 					t.Fatalf("bad allow %+v", d)
 				}
-				_ = p.Explain(Input{Principal: principal, Entitlement: name, Now: now})
+				_ = p.Explain(Input{Principal: principal, Entitlement: name, Now: now, Certified: map[string]time.Time{},
+					Grants: []Grant{{ID: "g", Entitlement: name, Subject: principal.ID, Kind: GrantRequest, Start: now, End: now.Add(time.Hour)}}})
+				rd := p.DecideRequest(RequestInput{Principal: principal, Entitlement: name, Reason: "r", Ticket: "INC-1", Now: now})
+				if rd.Outcome == Allow && rd.Duration <= 0 {
+					t.Fatalf("bad request decision %+v", rd)
+				}
+				bd := p.DecideBreakGlass(BreakGlassInput{Principal: principal, Entitlement: name, Reason: "r", TTL: 48 * time.Hour, Now: now})
+				if bd.Outcome == Allow && (bd.TTL <= 0 || bd.TTL > bd.Entitlement.BreakGlass.MaxTTL) {
+					t.Fatalf("bad break-glass decision %+v", bd)
+				}
+				_ = p.CheckApproval(ApprovalInput{Approver: principal, Requester: human("user:x"), Entitlement: name, Approve: true, Prior: []authn.Principal{principal}, Now: now})
 			}
+			_ = p.Reviews(nil, now)
 		}
 	})
 }

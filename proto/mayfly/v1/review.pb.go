@@ -97,9 +97,9 @@ type Review struct {
 	// When a credential was last issued under the grant.
 	LastIssuedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_issued_at,json=lastIssuedAt,proto3" json:"last_issued_at,omitempty"`
 	// Leases minted under the grant in the last 30 days.
-	LeasesLast_30Days int32 `protobuf:"varint,10,opt,name=leases_last_30_days,json=leasesLast30Days,proto3" json:"leases_last_30_days,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	RecentLeases  int32 `protobuf:"varint,10,opt,name=recent_leases,json=recentLeases,proto3" json:"recent_leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Review) Reset() {
@@ -195,9 +195,9 @@ func (x *Review) GetLastIssuedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-func (x *Review) GetLeasesLast_30Days() int32 {
+func (x *Review) GetRecentLeases() int32 {
 	if x != nil {
-		return x.LeasesLast_30Days
+		return x.RecentLeases
 	}
 	return 0
 }
@@ -519,7 +519,7 @@ var File_mayfly_v1_review_proto protoreflect.FileDescriptor
 
 const file_mayfly_v1_review_proto_rawDesc = "" +
 	"\n" +
-	"\x16mayfly/v1/review.proto\x12\tmayfly.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16mayfly/v1/access.proto\"\xf7\x02\n" +
+	"\x16mayfly/v1/review.proto\x12\tmayfly.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16mayfly/v1/access.proto\"\xed\x02\n" +
 	"\x06Review\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.mayfly.v1.GrantKindR\x04kind\x12 \n" +
@@ -529,9 +529,9 @@ const file_mayfly_v1_review_proto_rawDesc = "" +
 	"\apurpose\x18\x06 \x01(\tR\apurpose\x121\n" +
 	"\x06due_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05dueAt\x12\x18\n" +
 	"\aoverdue\x18\b \x01(\bR\aoverdue\x12@\n" +
-	"\x0elast_issued_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\flastIssuedAt\x12-\n" +
-	"\x13leases_last_30_days\x18\n" +
-	" \x01(\x05R\x10leasesLast30Days\"?\n" +
+	"\x0elast_issued_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\flastIssuedAt\x12#\n" +
+	"\rrecent_leases\x18\n" +
+	" \x01(\x05R\frecentLeases\"?\n" +
 	"\x12ListReviewsRequest\x12)\n" +
 	"\x10include_upcoming\x18\x01 \x01(\bR\x0fincludeUpcoming\"B\n" +
 	"\x13ListReviewsResponse\x12+\n" +
