@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -26,8 +25,9 @@ type fileConfig struct {
 		JWTBundle   string `yaml:"jwt_bundle"`
 	} `yaml:"identity"`
 	Leases struct {
-		Store          string   `yaml:"store"`
-		PendingTimeout duration `yaml:"pending_timeout"`
+		Store          string      `yaml:"store"`
+		PendingTimeout duration    `yaml:"pending_timeout"`
+		Redis          redisConfig `yaml:"redis"`
 	} `yaml:"leases"`
 	Revoker struct {
 		Batch       int      `yaml:"batch"`
@@ -47,6 +47,23 @@ type fileConfig struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+}
+
+// redisConfig says how to reach the Redis (or Redis Cluster) that holds
+// leases and access requests.
+type redisConfig struct {
+	Addrs        []string `yaml:"addrs"`
+	Cluster      bool     `yaml:"cluster"`
+	Username     string   `yaml:"username"`
+	PasswordEnv  string   `yaml:"password_env"`
+	DB           int      `yaml:"db"`
+	TLS          bool     `yaml:"tls"`
+	CAFile       string   `yaml:"ca_file"`
+	Shards       int      `yaml:"shards"`
+	Prefix       string   `yaml:"prefix"`
+	Retain       duration `yaml:"retain"`
+	WaitReplicas int      `yaml:"wait_replicas"`
+	WaitTimeout  duration `yaml:"wait_timeout"`
 }
 
 // duration is a time.Duration written as "30s", "5m", "24h".
@@ -106,8 +123,17 @@ func loadConfig(path string) (*fileConfig, error) {
 	if c.Identity.JWTBundle != "" && c.JWTSVIDAudience == "" {
 		return nil, fmt.Errorf("config %s: jwt_svid_audience is required with identity.jwt_bundle (the audience callers' JWT-SVIDs must carry, e.g. the broker's SPIFFE ID)", path)
 	}
-	if c.Leases.Store != "memory" {
-		return nil, errors.New("config: leases.store: only \"memory\" is available in this build")
+	switch c.Leases.Store {
+	case "memory":
+	case "redis":
+		if len(c.Leases.Redis.Addrs) == 0 {
+			return nil, fmt.Errorf("config %s: leases.redis.addrs: at least one address (host:port) is required with store: redis", path)
+		}
+		if c.Leases.Redis.Cluster && c.Leases.Redis.DB != 0 {
+			return nil, fmt.Errorf("config %s: leases.redis.db: Redis Cluster has only database 0", path)
+		}
+	default:
+		return nil, fmt.Errorf("config %s: leases.store: %q is not a lease store (memory or redis)", path, c.Leases.Store)
 	}
 	return &c, nil
 }

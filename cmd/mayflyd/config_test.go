@@ -36,7 +36,8 @@ func TestConfigErrors(t *testing.T) {
 		"both identities":    {base + "identity: {workload_api: unix:///x, cert: a, key: b, bundle: c}\n", "not both"},
 		"partial files":      {base + "identity: {cert: a}\n", "cert, key and bundle go together"},
 		"jwt bundle, no aud": {base + "identity: {cert: a, key: b, bundle: c, jwt_bundle: d}\n", "jwt_svid_audience is required"},
-		"unsupported store":  {base + "identity: {cert: a, key: b, bundle: c}\nleases: {store: etcd}\n", `leases.store: only "memory"`},
+		"unsupported store":  {base + "identity: {cert: a, key: b, bundle: c}\nleases: {store: etcd}\n", `leases.store: "etcd" is not a lease store`},
+		"redis, no addrs":    {base + "identity: {cert: a, key: b, bundle: c}\nleases: {store: redis}\n", "leases.redis.addrs: at least one address"},
 		"not a mapping file": {"- a\n", "cannot unmarshal"},
 	}
 	for name, tc := range cases {

@@ -13,7 +13,6 @@ import (
 	"github.com/mayflyhq/mayfly/broker"
 	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
-	"github.com/mayflyhq/mayfly/broker/lease/memory"
 	"github.com/mayflyhq/mayfly/broker/revoker"
 )
 
@@ -51,7 +50,6 @@ func newServe() *cobra.Command {
 				MetricsAddr: c.MetricsListen,
 				Audience:    c.JWTSVIDAudience,
 				PolicyPath:  c.Policy,
-				Store:       memory.New(),
 				JWT: jwt.Config{
 					IssuerURL:   c.JWT.IssuerURL,
 					Algorithm:   c.JWT.Algorithm,
@@ -76,6 +74,12 @@ func newServe() *cobra.Command {
 				}
 				cfg.TrustDomains = append(cfg.TrustDomains, td)
 			}
+			store, _, closeStore, err := openStore(ctx, c, log)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			cfg.Store = store
 			closeID, err := identity(ctx, c, &cfg)
 			if err != nil {
 				return err
