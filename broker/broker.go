@@ -64,6 +64,12 @@ type Config struct {
 	JWTBundles jwtbundle.Source
 	// Audience is the audience a JWT-SVID must carry to authenticate here.
 	Audience string
+	// Bearer are further bearer-token verifiers, tried after the JWT-SVID
+	// verifier: an authn.OIDCVerifier for people.
+	Bearer []authn.BearerVerifier
+	// HTTPHandlers are extra handlers on the HTTPS listener, by
+	// http.ServeMux pattern (dev mode: its OIDC provider under /dev-oidc/).
+	HTTPHandlers map[string]http.Handler
 
 	// PolicyPath is the governance policy file; it reloads on SIGHUP and
 	// on change.
@@ -203,6 +209,7 @@ func New(cfg Config) (*Broker, error) {
 		TrustDomains: cfg.TrustDomains,
 		JWTBundles:   cfg.JWTBundles,
 		Audience:     cfg.Audience,
+		Bearer:       cfg.Bearer,
 		Now:          cfg.Now,
 	})
 	if err != nil {
@@ -216,6 +223,13 @@ func New(cfg Config) (*Broker, error) {
 		// Reuse warm handler goroutines instead of growing a fresh stack
 		// for every call; grpc still spawns more when all are busy.
 		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		// Fixed receive windows turn off the server's BDP estimator, which
+		// otherwise answers nearly every request (requests are small) with
+		// a WINDOW_UPDATE and a PING the client must ack: half the control
+		// frames of a call, each one a wake-up of the transport goroutines.
+		// 1 MiB is MaxRecvMsgSize, so the largest request never waits for a
+		// window update, and it caps what one connection can have buffered
+		// (the estimator could grow that to 16 MiB).
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -354,7 +368,7 @@ func (b *Broker) listen() error {
 	}
 	if b.httpLn != nil {
 		b.httpSrv = &http.Server{
-			Handler:           b.jwt.Handler(b.api.LeaseActive, b.authorizeHTTP),
+			Handler:           b.httpHandler(),
 			TLSConfig:         b.httpTLS(),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(b.cfg.Logger.Handler(), slog.LevelWarn),
@@ -378,6 +392,20 @@ func (b *Broker) closeListeners() {
 			_ = ln.Close()
 		}
 	}
+}
+
+// httpHandler serves the JWT issuer's endpoints and any extra handlers.
+func (b *Broker) httpHandler() http.Handler {
+	h := b.jwt.Handler(b.api.LeaseActive, b.authorizeHTTP)
+	if len(b.cfg.HTTPHandlers) == 0 {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	for pattern, extra := range b.cfg.HTTPHandlers {
+		mux.Handle(pattern, extra)
+	}
+	return mux
 }
 
 // httpTLS serves the broker's SVID and asks for (but does not require) a

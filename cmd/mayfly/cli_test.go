@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,14 @@ import (
 // identity and returns stdout, stderr and the exit code.
 func cli(t *testing.T, env *brokertest.Env, args ...string) (string, string, int) {
 	t.Helper()
-	cert, key, bundle := env.WriteSVID(t, "cli", "spiffe://mayfly.test/cli/dev")
+	return cliAs(t, env, "spiffe://mayfly.test/cli/dev", args...)
+}
+
+// cliAs runs the mayfly command as the workload id.
+func cliAs(t *testing.T, env *brokertest.Env, id string, args ...string) (string, string, int) {
+	t.Helper()
+	name := strings.NewReplacer("spiffe://", "", "/", "_").Replace(id)
+	cert, key, bundle := env.WriteSVID(t, name, id)
 	full := append([]string{"--addr", env.GRPCAddr, "--broker-id", brokertest.BrokerID.String(),
 		"--cert", cert, "--key", key, "--bundle", bundle}, args...)
 	var out, errb bytes.Buffer
@@ -168,5 +176,12 @@ func TestKillSwitchAndAllLeases(t *testing.T) {
 	}
 	if _, stderr, code = cli(t, env, "leases", "--subject", "spiffe://mayfly.test/cli/dev"); code != 1 || !strings.Contains(stderr, "--subject needs --all") {
 		t.Fatalf("--subject without --all: exit %d %q", code, stderr)
+	}
+}
+
+func writeTestFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/cmd/internal/devenv"
 )
 
@@ -29,6 +31,8 @@ type globals struct {
 	socket            string
 	dev               bool
 	devDir            string
+	user              string // --dev --user: a dev user of the dev OIDC provider
+	tokenFile         string // --token-file: an OIDC login cached by mayfly login
 	output            string
 	timeout           time.Duration
 	stdout, stderr    io.Writer
@@ -76,31 +80,52 @@ func newRoot(g *globals) *cobra.Command {
 	f.StringVar(&g.socket, "socket", os.Getenv("SPIFFE_ENDPOINT_SOCKET"), "SPIFFE Workload API socket, used when no --cert is given (env SPIFFE_ENDPOINT_SOCKET)")
 	f.BoolVar(&g.dev, "dev", false, "use the local dev broker started by `mayflyd dev`")
 	f.StringVar(&g.devDir, "dev-dir", "", "dev state directory (default $MAYFLY_DEV_DIR or ~/.local/state/mayfly/dev)")
+	f.StringVar(&g.user, "user", "", "with --dev: act as this dev user (alice, bob, carol, ...), logged in through the dev OIDC provider without a password (dev only)")
+	f.StringVar(&g.tokenFile, "token-file", os.Getenv("MAYFLY_TOKEN_FILE"), "OIDC login to use (and for login/logout, to write or remove) instead of $XDG_CONFIG_HOME/mayfly/token.json (env MAYFLY_TOKEN_FILE)")
 	f.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&g.timeout, "timeout", 30*time.Second, "how long to wait for the broker")
 	_ = root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	root.AddCommand(newIssue(g), newLeases(g), newRevoke(g), newExplain(g), newEntitlements(g))
+	root.AddCommand(accessCommands(g)...)
+	root.AddCommand(newLogin(g), newLogout(g))
 	return root
 }
 
-// conn dials the broker with the caller's X.509-SVID over mTLS.
-func (g *globals) conn(ctx context.Context) (*grpc.ClientConn, error) {
-	if g.dev {
-		dir := g.devDir
-		if dir == "" {
-			var err error
-			if dir, err = devenv.DefaultDir(); err != nil {
-				return nil, err
-			}
+// devClient loads the client file of the dev broker (--dev).
+func (g *globals) devClient() (*devenv.Client, error) {
+	dir := g.devDir
+	if dir == "" {
+		var err error
+		if dir, err = devenv.DefaultDir(); err != nil {
+			return nil, err
 		}
-		c, err := devenv.Load(dir)
+	}
+	return devenv.Load(dir)
+}
+
+// conn dials the broker as the caller. The identity, in this order:
+//
+//   - --dev --user NAME: dev user NAME's OIDC ID token from the dev
+//     provider (logged in without a person), as a bearer token over TLS;
+//   - --token-file: the OIDC login cached there, likewise;
+//   - --cert/--key/--bundle or --dev: the X.509-SVID, over mTLS;
+//   - --socket: the SVID from the SPIFFE Workload API, over mTLS;
+//   - else the login that `mayfly login` cached, if there is one.
+func (g *globals) conn(ctx context.Context) (*grpc.ClientConn, error) {
+	if g.user != "" && !g.dev {
+		return nil, errors.New("--user needs --dev: dev users exist only in the dev broker's OIDC provider; elsewhere run mayfly login")
+	}
+	if g.dev {
+		c, err := g.devClient()
 		if err != nil {
 			return nil, err
 		}
-		g.addr, g.brokerID = c.Addr, c.BrokerID
-		g.cert, g.key, g.bundle = c.CLI.Cert, c.CLI.Key, c.Bundle
+		g.addr, g.brokerID, g.bundle = c.Addr, c.BrokerID, c.Bundle
+		if g.user == "" && g.tokenFile == "" {
+			g.cert, g.key = c.CLI.Cert, c.CLI.Key
+		}
 	}
 	var (
 		svids   x509svid.Source
@@ -108,9 +133,27 @@ func (g *globals) conn(ctx context.Context) (*grpc.ClientConn, error) {
 		td      spiffeid.TrustDomain
 	)
 	switch {
-	case g.cert != "" || g.key != "" || g.bundle != "":
+	case g.user != "":
+		login, err := g.devUserLogin(ctx, g.user)
+		if err != nil {
+			return nil, err
+		}
+		return g.bearerConn(login)
+	case g.tokenFile != "":
+		if g.cert != "" || g.key != "" {
+			return nil, errors.New("--token-file and --cert/--key are two identities: use one")
+		}
+		login, err := readLogin(g.tokenFile)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("--token-file %s does not exist: run mayfly login --token-file %s", g.tokenFile, g.tokenFile)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return g.bearerConn(login)
+	case g.cert != "" || g.key != "" || (g.bundle != "" && g.socket == "" && !hasCachedLogin()):
 		if g.cert == "" || g.key == "" || g.bundle == "" {
-			return nil, errors.New("--cert, --key and --bundle go together")
+			return nil, errors.New("--cert, --key and --bundle go together (--bundle alone is for your login: run mayfly login first)")
 		}
 		svid, err := x509svid.Load(g.cert, g.key)
 		if err != nil {
@@ -135,7 +178,18 @@ func (g *globals) conn(ctx context.Context) (*grpc.ClientConn, error) {
 		td = svid.ID.TrustDomain()
 		svids, bundles = src, src
 	default:
-		return nil, errors.New("no identity: use --dev, or --cert/--key/--bundle, or --socket (SPIFFE Workload API)")
+		path, err := defaultTokenPath()
+		if err != nil {
+			return nil, err
+		}
+		login, err := readLogin(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errors.New("no identity: use --dev, or --cert/--key/--bundle, or --socket (SPIFFE Workload API), or log in with mayfly login")
+		}
+		if err != nil {
+			return nil, err
+		}
+		return g.bearerConn(login)
 	}
 	authz := tlsconfig.AuthorizeMemberOf(td)
 	if g.brokerID != "" {
@@ -154,6 +208,60 @@ func (g *globals) conn(ctx context.Context) (*grpc.ClientConn, error) {
 	g.closers = append(g.closers, cc.Close)
 	return cc, nil
 }
+
+// hasCachedLogin reports whether `mayfly login` left a token file.
+func hasCachedLogin() bool {
+	path, err := defaultTokenPath()
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(path)
+	return err == nil
+}
+
+// bearerConn dials the broker over TLS that authenticates the broker (its
+// exact SPIFFE ID, against the trust bundle) and sends the ID token of
+// login with every call. The broker is pinned by ID, not by trust domain:
+// any workload of the trust domain holds a certificate from the same CA,
+// and must not be able to pose as the broker and collect people's tokens.
+func (g *globals) bearerConn(login *cachedLogin) (*grpc.ClientConn, error) {
+	if !login.usable(time.Now()) {
+		return nil, login.expiredError()
+	}
+	if g.bundle == "" {
+		return nil, errors.New("--bundle is required with your login: the broker's trust bundle (PEM) must verify the broker before your token is sent")
+	}
+	if g.brokerID == "" {
+		return nil, errors.New("--broker-id is required with your login: your token is sent only to the broker with that SPIFFE ID")
+	}
+	id, err := spiffeid.FromString(g.brokerID)
+	if err != nil {
+		return nil, fmt.Errorf("--broker-id: %w", err)
+	}
+	b, err := x509bundle.Load(id.TrustDomain(), g.bundle)
+	if err != nil {
+		return nil, fmt.Errorf("loading the trust bundle: %w", err)
+	}
+	tc := authn.ClientTLSConfig(nil, b, tlsconfig.AuthorizeID(id))
+	cc, err := grpc.NewClient(g.addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithPerRPCCredentials(bearerToken{token: login.IDToken}))
+	if err != nil {
+		return nil, fmt.Errorf("broker address %q: %w", g.addr, err)
+	}
+	g.closers = append(g.closers, cc.Close)
+	return cc, nil
+}
+
+// bearerToken sends an OIDC ID token as "authorization: Bearer" with every
+// call, and only over a secure transport.
+type bearerToken struct{ token string }
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return true }
 
 // describe turns an error into one line a person can act on.
 func describe(err error) string {

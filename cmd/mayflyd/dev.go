@@ -1,10 +1,13 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,7 +18,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/mayflyhq/mayfly/broker"
+	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/devca"
+	"github.com/mayflyhq/mayfly/broker/devoidc"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
 	"github.com/mayflyhq/mayfly/broker/lease/memory"
 	"github.com/mayflyhq/mayfly/broker/policy"
@@ -61,13 +66,24 @@ func newDev() *cobra.Command {
 				grpcLn.Close()
 				return fmt.Errorf("dev: --http-listen: %w", err)
 			}
-			env, err := prepareDev(dir, grpcLn.Addr().String(), httpLn.Addr().String())
+			env, err := prepareDev(dir, grpcLn.Addr().String(), httpLn.Addr().String(), log)
 			if err != nil {
 				grpcLn.Close()
 				httpLn.Close()
 				return err
 			}
+			roots := x509.NewCertPool()
+			for _, c := range env.ca.X509Bundle().X509Authorities() {
+				roots.AddCert(c)
+			}
+			devUsers, err := authn.NewOIDCVerifier(cmd.Context(), []authn.OIDCProvider{env.oidc.OIDCProvider()},
+				authn.WithOIDCHTTPClient(devoidc.HTTPClientWithRoots(roots)), authn.WithOIDCLogger(log))
+			if err != nil {
+				return err
+			}
 			b, err := broker.New(broker.Config{
+				Bearer:       []authn.BearerVerifier{devUsers},
+				HTTPHandlers: map[string]http.Handler{env.oidc.Path() + "/": env.oidc},
 				GRPCListener: grpcLn,
 				HTTPListener: httpLn,
 				MetricsAddr:  metricsListen,
@@ -106,11 +122,12 @@ type devEnv struct {
 	ca         *devca.CA
 	brokerSVID *rotatingSVID
 	client     *devenv.Client
+	oidc       *devoidc.Provider
 }
 
 // prepareDev opens the dev CA, mints the SVIDs, writes the example policy
 // if there is none yet, and writes the client file.
-func prepareDev(dir, listen, httpListen string) (*devEnv, error) {
+func prepareDev(dir, listen, httpListen string, log *slog.Logger) (*devEnv, error) {
 	td := spiffeid.RequireTrustDomainFromString(devenv.TrustDomain)
 	ca, err := devca.Open(dir, td)
 	if err != nil {
@@ -132,6 +149,18 @@ func prepareDev(dir, listen, httpListen string) (*devEnv, error) {
 		Policy:   filepath.Join(dir, "policy.yaml"),
 	}
 	c.Bundle = ca.BundlePath()
+	// The dev OIDC provider for named dev users (alice, bob, carol), served
+	// on the broker's HTTPS listener. Dev only: it asks for no password.
+	op, err := devoidc.New(devoidc.Config{
+		Issuer: c.HTTPURL + devoidc.DefaultPath,
+		KeyDir: filepath.Join(dir, "dev-oidc"),
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	env.oidc = op
+	c.OIDCIssuer, c.OIDCClientID = op.Issuer(), op.ClientID()
 	for _, id := range []struct {
 		name, spiffeID string
 		dst            *devenv.Identity
@@ -199,6 +228,8 @@ Mayfly dev broker
 Next, in another terminal:
   go run ./cmd/mayfly --dev entitlements
   go run ./cmd/mayfly --dev issue demo-api-write
+  go run ./cmd/mayfly --dev --user bob request demo-api-admin --reason "try it" --ticket DEMO-1 --for 30m --wait
+  go run ./cmd/mayfly --dev --user alice approve REQUEST_ID      (in a third terminal)
   go run ./cmd/mayfly --dev leases
   go run ./cmd/mayfly --dev explain demo-api-read --as %s
   curl --cacert %s %s/.well-known/jwks.json

@@ -116,6 +116,34 @@ func TestDevQuickstart(t *testing.T) {
 	}
 	mayfly("revoke", issued.Lease.ID)
 
+	// People: dev users log in through the dev OIDC provider. bob (a
+	// developer) asks for admin access, alice (platform) approves, bob
+	// issues under the grant; bob cannot approve his own request.
+	if out := mayfly("--user", "bob", "issue", "demo-api-write"); !strings.Contains(out, "user:bob") {
+		t.Fatalf("bob's credential:\n%s", out)
+	}
+	var req struct {
+		ID     string `json:"id"`
+		State  string `json:"state"`
+		Digest string `json:"digest"`
+	}
+	if err := json.Unmarshal([]byte(mayfly("--user", "bob", "request", "demo-api-admin", "--reason", "schema change", "--ticket", "DEMO-7", "--for", "30m", "-o", "json")), &req); err != nil {
+		t.Fatal(err)
+	}
+	if req.State != "ACCESS_REQUEST_STATE_PENDING" {
+		t.Fatalf("request: %+v", req)
+	}
+	self := exec.Command(bin, "--dev", "--dev-dir", dir, "--user", "bob", "approve", req.ID)
+	if out, err := self.CombinedOutput(); err == nil || !strings.Contains(string(out), "PermissionDenied") {
+		t.Fatalf("bob approved his own request: %v %s", err, out)
+	}
+	if out := mayfly("--user", "alice", "approve", req.ID, "--comment", "ok"); !strings.Contains(out, "approved") {
+		t.Fatalf("alice's approval:\n%s", out)
+	}
+	if out := mayfly("--user", "bob", "issue", "demo-api-admin"); !strings.Contains(out, "demo:admin") {
+		t.Fatalf("bob's admin credential:\n%s", out)
+	}
+
 	// The dev broker serves discovery and the JWKS over HTTPS with its SVID.
 	hc := &http.Client{Timeout: 5 * time.Second}
 	if _, err := hc.Get(client.HTTPURL + "/.well-known/jwks.json"); err == nil {
@@ -130,7 +158,7 @@ func TestDevQuickstart(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !bytes.Contains(body, []byte(`mayfly_issue_duration_seconds_count{result="ok"} 1`)) {
+	if !bytes.Contains(body, []byte(`mayfly_issue_duration_seconds_count{result="ok"} 3`)) {
 		t.Fatalf("metrics lack the issuance:\n%s", body)
 	}
 }

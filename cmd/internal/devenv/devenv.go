@@ -47,6 +47,14 @@ type Client struct {
 	Workload Identity `json:"workload"`
 	// Policy is the policy file the dev broker watches.
 	Policy string `json:"policy"`
+	// OIDCIssuer is the issuer URL of the dev OIDC provider (broker/devoidc,
+	// served on the broker's HTTPS listener under devoidc.DefaultPath, so
+	// Bundle verifies it): `mayfly login --dev` and `mayfly --dev --user
+	// NAME` sign in there. Empty when the dev broker runs none.
+	OIDCIssuer string `json:"oidc_issuer,omitempty"`
+	// OIDCClientID is the dev OIDC provider's public client ID, the
+	// audience of its ID tokens.
+	OIDCClientID string `json:"oidc_client_id,omitempty"`
 }
 
 // DefaultDir is the dev state directory: $MAYFLY_DEV_DIR, else
