@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	mayflyv1 "github.com/mayflyhq/mayfly/proto/mayfly/v1"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -23,7 +24,7 @@ import (
 // the workload's X.509-SVID as its identity. It is safe for concurrent use.
 // Close it when done.
 type Client struct {
-	conn   *grpc.ClientConn
+	conn   *reconnectingConn
 	raw    mayflyv1.CredentialServiceClient
 	log    *slog.Logger
 	retry  retryPolicy
@@ -90,13 +91,15 @@ func Dial(ctx context.Context, addr string, opts ...DialOption) (*Client, error)
 	if err != nil {
 		return fail(fmt.Errorf("sdk: dial %s: %w", addr, err))
 	}
+	rc := &reconnectingConn{svids: svids, cur: conn, serial: leafSerial(svids), grace: time.Minute,
+		dial: func() (*grpc.ClientConn, error) { return grpc.NewClient(addr, grpcOpts...) }}
 	logger := cfg.logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Client{
-		conn:   conn,
-		raw:    mayflyv1.NewCredentialServiceClient(conn),
+		conn:   rc,
+		raw:    mayflyv1.NewCredentialServiceClient(rc),
 		log:    logger.With("component", "mayfly-sdk"),
 		retry:  cfg.retry,
 		closer: closer,

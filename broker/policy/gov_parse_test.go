@@ -2,6 +2,9 @@ package policy
 
 import (
 	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // govBase is a valid policy using every governance key; tests change
@@ -203,5 +206,27 @@ func TestParseGovernanceErrors(t *testing.T) {
 				t.Errorf("error:\n got: %s\nwant: %s", got, tt.want)
 			}
 		})
+	}
+}
+
+type boundedParams struct{}
+
+func (boundedParams) TTLBounds() (time.Duration, time.Duration) { return 16 * time.Minute, time.Hour }
+
+func TestIssuerTTLBounds(t *testing.T) {
+	opts := Options{Issuers: map[string]func(*yaml.Node) (any, error){
+		"sts": func(*yaml.Node) (any, error) { return boundedParams{}, nil },
+	}}
+	doc := func(ttl, maxTTL string) string {
+		return "version: 1\nentitlements:\n  s3-read:\n    description: d\n    owner: user:ops\n    issuer: sts\n    ttl: " + ttl + "\n    max_ttl: " + maxTTL + "\n"
+	}
+	if _, err := Parse([]byte(doc("20m", "1h")), opts); err != nil {
+		t.Fatalf("within bounds: %v", err)
+	}
+	_, err := Parse([]byte(doc("10m", "2h")), opts)
+	want := "policy: line 7: entitlements.s3-read.ttl: 10m is shorter than the sts issuer allows (at least 16m)\n" +
+		"policy: line 8: entitlements.s3-read.max_ttl: 2h is longer than the sts issuer allows (at most 1h)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error:\n%v\nwant:\n%s", err, want)
 	}
 }

@@ -692,9 +692,34 @@ func (ps *parser) entitlement(ee entry) {
 			ps.errf(line, "%s.%s: %v", ec.path, issuerName, err)
 		}
 		ec.ent.Params = params
+		ps.ttlBounds(ec, entries, params)
 	}
 	if valid {
 		ps.p.Entitlements[name] = ec.ent
+	}
+}
+
+// TTLBounder is implemented by issuer params whose backend limits a
+// credential's lifetime (STS sessions last 15 minutes to 12 hours). The
+// loader refuses a ttl or max_ttl outside the bounds, so the mistake shows
+// at load time, with its line, instead of at the first issuance.
+type TTLBounder interface {
+	TTLBounds() (min, max time.Duration)
+}
+
+func (ps *parser) ttlBounds(ec *entCtx, entries []entry, params any) {
+	b, ok := params.(TTLBounder)
+	if !ok || !ec.ttlOK || !ec.maxOK {
+		return
+	}
+	lo, hi := b.TTLBounds()
+	if lo > 0 && ec.ent.TTL < lo {
+		e, _ := find(entries, "ttl")
+		ps.errf(e.val.Line, "%s.ttl: %s is shorter than the %s issuer allows (at least %s)", ec.path, fmtDuration(ec.ent.TTL), ec.ent.Issuer, fmtDuration(lo))
+	}
+	if hi > 0 && ec.ent.MaxTTL > hi {
+		e, _ := find(entries, "max_ttl")
+		ps.errf(e.val.Line, "%s.max_ttl: %s is longer than the %s issuer allows (at most %s)", ec.path, fmtDuration(ec.ent.MaxTTL), ec.ent.Issuer, fmtDuration(hi))
 	}
 }
 

@@ -43,7 +43,8 @@ type fileConfig struct {
 		RotateEvery duration `yaml:"rotate_every"`
 		Retain      duration `yaml:"retain"`
 	} `yaml:"jwt"`
-	Log struct {
+	Issuers issuersConfig `yaml:"issuers"`
+	Log     struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`

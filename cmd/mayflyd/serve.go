@@ -85,10 +85,15 @@ func newServe() *cobra.Command {
 				return err
 			}
 			defer closeID()
+			src := &jwtSource{}
+			if cfg.Issuers, err = cloudIssuers(c.Issuers, src, log); err != nil {
+				return err
+			}
 			b, err := broker.New(cfg)
 			if err != nil {
 				return err
 			}
+			src.iss = b.JWT()
 			return b.Run(ctx)
 		},
 	}
