@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/mayflyhq/mayfly/broker"
+	accessredis "github.com/mayflyhq/mayfly/broker/access/redis"
 	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
 	"github.com/mayflyhq/mayfly/broker/revoker"
@@ -74,12 +75,24 @@ func newServe() *cobra.Command {
 				}
 				cfg.TrustDomains = append(cfg.TrustDomains, td)
 			}
-			store, _, closeStore, err := openStore(ctx, c, log)
+			store, client, closeStore, err := openStore(ctx, c, log)
 			if err != nil {
 				return err
 			}
 			defer closeStore()
 			cfg.Store = store
+			if client != nil {
+				// Access requests, grants and decision records live in the
+				// same Redis, so every replica sees the same approvals.
+				as, err := accessredis.New(client, accessredis.Options{
+					WaitReplicas: c.Leases.Redis.WaitReplicas,
+					WaitTimeout:  time.Duration(c.Leases.Redis.WaitTimeout),
+				})
+				if err != nil {
+					return fmt.Errorf("config: leases.redis: %w", err)
+				}
+				cfg.AccessStore = as
+			}
 			closeID, err := identity(ctx, c, &cfg)
 			if err != nil {
 				return err
