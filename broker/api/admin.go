@@ -2,11 +2,15 @@ package api
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/mayflyhq/mayfly/broker/authn"
+	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/lease"
 	mayflyv1 "github.com/mayflyhq/mayfly/proto/mayfly/v1"
 )
@@ -63,7 +67,43 @@ func (s *Server) RevokeBySelector(ctx context.Context, req *mayflyv1.RevokeBySel
 		s.cfg.Wake()
 	}
 	s.log.Warn("kill switch", "by", p.ID, "subject", sel.Subject, "entitlement", sel.Entitlement, "grant", sel.GrantID, "reason", req.GetReason(), "revoked", n)
-	return &mayflyv1.RevokeBySelectorResponse{Revoked: int32(n)}, nil
+	resp := &mayflyv1.RevokeBySelectorResponse{Revoked: int32(n)}
+	if sel.Entitlement != "" {
+		if note := s.killSessions(ctx, sel.Entitlement); note != nil {
+			resp.Notes = append(resp.Notes, note)
+		}
+	}
+	return resp, nil
+}
+
+// sessionKiller is implemented by issuers whose credentials cannot be
+// revoked one by one but can all be cut off at once (AWS STS: a deny
+// policy on the role keyed on the session's issue time).
+type sessionKiller interface {
+	KillSwitch(ctx context.Context, params any, before time.Time) error
+}
+
+// killSessions cuts off, where the backend allows, every session of an
+// entitlement issued before now. Only for the entitlement selector: for a
+// subject or a grant it would cut off everyone using the role.
+func (s *Server) killSessions(ctx context.Context, name string) *mayflyv1.Reason {
+	ent := s.cfg.Policy().Entitlement(name)
+	if ent == nil {
+		return nil
+	}
+	k, ok := s.cfg.Issuers[ent.Issuer].(sessionKiller)
+	if !ok {
+		return nil
+	}
+	err := k.KillSwitch(ctx, ent.Params, s.cfg.Now())
+	if errors.Is(err, issuer.ErrNotSupported) {
+		return &mayflyv1.Reason{Code: "sessions_run_out", Message: fmt.Sprintf("%s sessions of %q already issued run to their expiry (set revoke_sessions_policy to cut them off)", ent.Issuer, name)}
+	}
+	if err != nil {
+		s.log.Warn("kill switch: could not cut off the backend's sessions", "entitlement", name, "issuer", ent.Issuer, "error", err)
+		return &mayflyv1.Reason{Code: "sessions_not_cut_off", Message: fmt.Sprintf("%s sessions of %q issued before now could not be cut off; they end at their expiry (see the broker log)", ent.Issuer, name)}
+	}
+	return &mayflyv1.Reason{Code: "sessions_cut_off", Message: fmt.Sprintf("every %s session of %q issued before now is denied by a policy on its role", ent.Issuer, name)}
 }
 
 // ListAllLeases implements mayflyv1.AdminServiceServer.

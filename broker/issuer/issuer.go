@@ -125,4 +125,7 @@ var (
 	ErrUnavailable = errors.New("issuer: backend unavailable")
 	// ErrRejected: the backend refused; an operator must fix configuration.
 	ErrRejected = errors.New("issuer: backend rejected the request")
+	// ErrNotSupported: the entitlement does not enable the optional
+	// operation asked for (e.g. cutting off every STS session at once).
+	ErrNotSupported = errors.New("issuer: not enabled for this entitlement")
 )

@@ -16,7 +16,7 @@ import (
 
 // ErrKillSwitchDisabled: KillSwitch was called for an entitlement without
 // revoke_sessions_policy: true. Its sessions run to their expiry.
-var ErrKillSwitchDisabled = errors.New("awssts: the entitlement does not allow revoke_sessions_policy")
+var ErrKillSwitchDisabled = fmt.Errorf("awssts: the entitlement does not allow revoke_sessions_policy: %w", issuer.ErrNotSupported)
 
 // unavailableCodes are AWS error codes that say "try again later", beyond
 // HTTP 5xx: throttling, and STS failing to reach the broker's JWKS.

@@ -138,7 +138,11 @@ func (*RevokeBySelectorRequest_GrantId) isRevokeBySelectorRequest_Selector() {}
 type RevokeBySelectorResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Leases whose revocation this call scheduled.
-	Revoked       int32 `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	Revoked int32 `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// What else the kill switch did or could not do, e.g. an AWS deny policy
+	// on the role for sessions issued before now (STS sessions cannot be
+	// revoked one by one).
+	Notes         []*Reason `protobuf:"bytes,2,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,6 +182,13 @@ func (x *RevokeBySelectorResponse) GetRevoked() int32 {
 		return x.Revoked
 	}
 	return 0
+}
+
+func (x *RevokeBySelectorResponse) GetNotes() []*Reason {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
 }
 
 // ListAllLeasesRequest filters and pages every lease.
@@ -337,9 +348,10 @@ const file_mayfly_v1_admin_proto_rawDesc = "" +
 	"\bgrant_id\x18\x03 \x01(\tH\x00R\agrantId\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reasonB\n" +
 	"\n" +
-	"\bselector\"4\n" +
+	"\bselector\"]\n" +
 	"\x18RevokeBySelectorResponse\x12\x18\n" +
-	"\arevoked\x18\x01 \x01(\x05R\arevoked\"\xd8\x01\n" +
+	"\arevoked\x18\x01 \x01(\x05R\arevoked\x12'\n" +
+	"\x05notes\x18\x02 \x03(\v2\x11.mayfly.v1.ReasonR\x05notes\"\xd8\x01\n" +
 	"\x14ListAllLeasesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -373,21 +385,23 @@ var file_mayfly_v1_admin_proto_goTypes = []any{
 	(*RevokeBySelectorResponse)(nil), // 1: mayfly.v1.RevokeBySelectorResponse
 	(*ListAllLeasesRequest)(nil),     // 2: mayfly.v1.ListAllLeasesRequest
 	(*ListAllLeasesResponse)(nil),    // 3: mayfly.v1.ListAllLeasesResponse
-	(LeaseState)(0),                  // 4: mayfly.v1.LeaseState
-	(*Lease)(nil),                    // 5: mayfly.v1.Lease
+	(*Reason)(nil),                   // 4: mayfly.v1.Reason
+	(LeaseState)(0),                  // 5: mayfly.v1.LeaseState
+	(*Lease)(nil),                    // 6: mayfly.v1.Lease
 }
 var file_mayfly_v1_admin_proto_depIdxs = []int32{
-	4, // 0: mayfly.v1.ListAllLeasesRequest.states:type_name -> mayfly.v1.LeaseState
-	5, // 1: mayfly.v1.ListAllLeasesResponse.leases:type_name -> mayfly.v1.Lease
-	0, // 2: mayfly.v1.AdminService.RevokeBySelector:input_type -> mayfly.v1.RevokeBySelectorRequest
-	2, // 3: mayfly.v1.AdminService.ListAllLeases:input_type -> mayfly.v1.ListAllLeasesRequest
-	1, // 4: mayfly.v1.AdminService.RevokeBySelector:output_type -> mayfly.v1.RevokeBySelectorResponse
-	3, // 5: mayfly.v1.AdminService.ListAllLeases:output_type -> mayfly.v1.ListAllLeasesResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 0: mayfly.v1.RevokeBySelectorResponse.notes:type_name -> mayfly.v1.Reason
+	5, // 1: mayfly.v1.ListAllLeasesRequest.states:type_name -> mayfly.v1.LeaseState
+	6, // 2: mayfly.v1.ListAllLeasesResponse.leases:type_name -> mayfly.v1.Lease
+	0, // 3: mayfly.v1.AdminService.RevokeBySelector:input_type -> mayfly.v1.RevokeBySelectorRequest
+	2, // 4: mayfly.v1.AdminService.ListAllLeases:input_type -> mayfly.v1.ListAllLeasesRequest
+	1, // 5: mayfly.v1.AdminService.RevokeBySelector:output_type -> mayfly.v1.RevokeBySelectorResponse
+	3, // 6: mayfly.v1.AdminService.ListAllLeases:output_type -> mayfly.v1.ListAllLeasesResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_mayfly_v1_admin_proto_init() }
