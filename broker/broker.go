@@ -488,6 +488,12 @@ func (b *Broker) Run(ctx context.Context) error {
 	task("revoker", b.revoker.Run)
 	task("jwt-keys", b.jwt.Run)
 	task("access", b.access.Run)
+	for _, iss := range b.cfg.Issuers {
+		// Backends with background work (Vault keeps its own token alive).
+		if r, ok := iss.(interface{ Run(context.Context) error }); ok {
+			task("issuer-"+iss.Name(), r.Run)
+		}
+	}
 	task("grpc", func(ctx context.Context) error {
 		b.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 		errc := make(chan error, 1)

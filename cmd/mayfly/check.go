@@ -9,6 +9,7 @@ import (
 	"github.com/mayflyhq/mayfly/broker/issuer/awssts"
 	"github.com/mayflyhq/mayfly/broker/issuer/gcp"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
+	"github.com/mayflyhq/mayfly/broker/issuer/vault"
 	"github.com/mayflyhq/mayfly/broker/policy"
 )
 
@@ -18,6 +19,7 @@ var offlineDecoders = map[string]func(*yaml.Node) (any, error){
 	"jwt":    func(n *yaml.Node) (any, error) { return jwt.DecodeParams(n) },
 	"awssts": func(n *yaml.Node) (any, error) { return awssts.DecodeParams(n) },
 	"gcp":    func(n *yaml.Node) (any, error) { return gcp.DecodeParams(n) },
+	"vault":  func(n *yaml.Node) (any, error) { return vault.DecodeParams(n) },
 }
 
 func newPolicyCheck(g *globals) *cobra.Command {

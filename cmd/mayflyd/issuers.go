@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
+	"time"
 
 	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/issuer/awssts"
 	"github.com/mayflyhq/mayfly/broker/issuer/gcp"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
+	"github.com/mayflyhq/mayfly/broker/issuer/vault"
 	"github.com/mayflyhq/mayfly/broker/lease"
 )
 
@@ -25,6 +29,23 @@ type issuersConfig struct {
 		WorkloadIdentityProvider string `yaml:"workload_identity_provider"`
 		TokenAudience            string `yaml:"token_audience"`
 	} `yaml:"gcp"`
+	Vault *struct {
+		Address        string   `yaml:"address"`
+		CAFile         string   `yaml:"ca_file"`
+		ServerName     string   `yaml:"server_name"`
+		Namespace      string   `yaml:"namespace"`
+		TokenRole      string   `yaml:"token_role"`
+		RequestTimeout duration `yaml:"request_timeout"`
+		ReplayWindow   duration `yaml:"replay_window"`
+		Auth           struct {
+			TokenFile string `yaml:"token_file"`
+			AppRole   *struct {
+				RoleID       string `yaml:"role_id"`
+				SecretIDFile string `yaml:"secret_id_file"`
+				Path         string `yaml:"path"`
+			} `yaml:"approle"`
+		} `yaml:"auth"`
+	} `yaml:"vault"`
 }
 
 // jwtSource lets the cloud issuers exchange a JWT from the broker's own
@@ -64,6 +85,33 @@ func cloudIssuers(c issuersConfig, src *jwtSource, log *slog.Logger) ([]issuer.I
 		})
 		if err != nil {
 			return nil, fmt.Errorf("config: issuers.gcp: %w", err)
+		}
+		out = append(out, iss)
+	}
+	if v := c.Vault; v != nil {
+		vc := vault.Config{
+			Address: v.Address, Namespace: v.Namespace, TokenRole: v.TokenRole,
+			TLS:            vault.TLSConfig{CAFile: v.CAFile, ServerName: v.ServerName},
+			RequestTimeout: time.Duration(v.RequestTimeout), ReplayWindow: time.Duration(v.ReplayWindow),
+			Logger: log,
+		}
+		switch {
+		case v.Auth.TokenFile != "" && v.Auth.AppRole != nil:
+			return nil, fmt.Errorf("config: issuers.vault.auth: set token_file or approle, not both")
+		case v.Auth.TokenFile != "":
+			b, err := os.ReadFile(v.Auth.TokenFile)
+			if err != nil {
+				return nil, fmt.Errorf("config: issuers.vault.auth.token_file: %w", err)
+			}
+			vc.Auth.Token = strings.TrimSpace(string(b))
+		case v.Auth.AppRole != nil:
+			vc.Auth.AppRole = &vault.AppRole{RoleID: v.Auth.AppRole.RoleID, SecretIDFile: v.Auth.AppRole.SecretIDFile, Path: v.Auth.AppRole.Path}
+		default:
+			return nil, fmt.Errorf("config: issuers.vault.auth: set token_file (a periodic token) or approle")
+		}
+		iss, err := vault.New(vc)
+		if err != nil {
+			return nil, fmt.Errorf("config: issuers.vault: %w", err)
 		}
 		out = append(out, iss)
 	}

@@ -1,0 +1,84 @@
+// Package vault is the broker's HashiCorp Vault issuer: it brokers any
+// Vault secret that comes with a lease (database, AWS, RabbitMQ, ...
+// credentials read from a path, or PKI certificates) so that every one of
+// them ends with its Mayfly lease, even if the broker dies.
+//
+//	entitlements:
+//	  orders-db-ro:
+//	    issuer: vault
+//	    vault:
+//	      path: database/creds/orders-ro
+//	      token_policies: [mayfly-orders-ro]
+//	    ttl: 15m
+//	    max_ttl: 8h
+//
+// # Crash safety
+//
+// Each lease gets its own Vault token. Issue creates it as a child of the
+// broker's token (or through Config.TokenRole) with the entitlement's
+// token_policies, reads the secret with it, so that the secret's Vault
+// lease belongs to that token, and records ACCESSOR|LEASE_ID (see Ref) in
+// the pending lease with Bind before the credential leaves the broker.
+// Until that Bind, the token's TTL is the lease's pending deadline: a
+// broker that dies in between leaves a token, and a secret, that Vault
+// itself ends when the revoker would have reaped the pending lease. After
+// it, the token lives until the lease's expiry (explicit max TTL: the hard
+// end), so a broker that never comes back still has Vault end every
+// credential on time. The secret's own Vault lease is renewed to end with
+// the lease too where the engine allows (database: VALID UNTIL follows).
+// Vault counts whole seconds, which Issue rounds down: Vault ends a
+// credential up to a second before its lease, and Credential.ExpiresAt
+// says when.
+//
+// The Bind comes after the read, not before, because the issuer.Issuer
+// contract lets the credential's ExternalRef only repeat the bound handle,
+// and the Vault lease id exists only once the secret does; the pending
+// deadline TTL gives the same guarantee for the unbound moment.
+//
+// Revoke revokes the Vault lease synchronously (the database role is gone
+// when it returns), then the token by accessor; already gone is success.
+// Renew extends both by accessor and lease id, never past the hard end.
+// A retried Issue for the same lease returns the same credential while
+// this process remembers it (Config.ReplayWindow); a token cannot be
+// recovered from its accessor, so after that the retry is refused with
+// "cannot replay; request a new lease".
+//
+// # Vault set-up
+//
+// The broker's own token (Config.Auth: a fixed token, AppRole, or JWT login
+// with the broker's JWT-SVID) needs this policy, plus permission to grant
+// token_policies (a non-root token may only give its children its own
+// policies, so prefer Config.TokenRole with allowed_policies):
+//
+//	path "auth/token/create"          { capabilities = ["update"] } # or auth/token/create/<TokenRole>
+//	path "auth/token/renew-accessor"  { capabilities = ["update"] }
+//	path "auth/token/revoke-accessor" { capabilities = ["update"] }
+//	path "sys/leases/renew"           { capabilities = ["update"] }
+//	path "sys/leases/revoke"          { capabilities = ["update"] }
+//
+// Per-lease tokens are children of the broker's token unless the token
+// role makes them orphans: when the broker's token ends, Vault revokes
+// them all. Give the broker's auth role a token_period (Run renews a
+// periodic token forever and warns about one that is not), or use a token
+// role with orphan=true.
+//
+// Errors follow issuer.Issuer: Vault unreachable, timing out, sealed or
+// failing (5xx, 429) wraps issuer.ErrUnavailable; Vault refusing (a missing
+// role, a permission error, a path without a lease) wraps
+// issuer.ErrRejected with a message that names the entitlement and what to
+// check. Messages never carry a token, a secret or Vault's own error text.
+//
+// Usage from the composition root:
+//
+//	iss, err := vault.New(vault.Config{
+//		Address:   "https://vault.example.com:8200",
+//		TLS:       vault.TLSConfig{CAFile: "/etc/mayfly/vault-ca.pem"},
+//		Auth:      vault.Auth{JWT: &vault.JWTAuth{Role: "mayfly", TokenSource: svidForVault}},
+//		TokenRole: "mayfly",
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	tasks = append(tasks, iss.Run) // keeps the broker's Vault token alive
+//	cfg.Issuers = append(cfg.Issuers, iss)
+package vault
