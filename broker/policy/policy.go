@@ -274,3 +274,16 @@ func (p *Policy) Entitlement(name string) *Entitlement {
 func (p *Policy) Names() []string {
 	return append([]string(nil), p.names...)
 }
+
+// ConflictingEntitlements returns, sorted, every entitlement that some
+// conflicts_with names (conflicts are symmetric, so both sides). Holding
+// any other entitlement can never matter for segregation of duties.
+func (p *Policy) ConflictingEntitlements() []string {
+	var out []string
+	for _, name := range p.names {
+		if len(p.Entitlements[name].ConflictsWith) > 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
