@@ -46,26 +46,7 @@ func newIssue(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if export {
-				return printExport(g, resp)
-			}
-			if g.output == "json" {
-				return printJSON(g, resp)
-			}
-			l := resp.GetLease()
-			rows := [][2]string{
-				{"LEASE", l.GetId()},
-				{"ENTITLEMENT", l.GetEntitlement()},
-				{"SUBJECT", l.GetSubject()},
-				{"GRANT", l.GetGrantId()},
-				{"TTL", resp.GetEffectiveTtl().AsDuration().String() + clampedNote(resp.GetTtlClamped())},
-				{"EXPIRES", when(l.GetExpiresAt().AsTime())},
-				{"HARD END", when(l.GetHardEnd().AsTime())},
-				{"REVOCABLE", yesNo(l.GetRevocable(), l.GetRevocableReason())},
-			}
-			rows = append(rows, credentialRows(resp.GetCredential())...)
-			printKV(g, rows)
-			return nil
+			return printIssued(g, resp, export)
 		},
 	}
 	f := cmd.Flags()
