@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,42 +173,42 @@ func (i *Issuer) Revoke(ctx context.Context, l *lease.Lease) error {
 
 // mint signs the claims of l with the active key.
 func (i *Issuer) mint(l *lease.Lease, p Params, iat, exp time.Time) (*issuer.Credential, error) {
-	c := Claims{
-		Issuer:      i.cfg.IssuerURL,
-		Subject:     l.Subject,
-		Audience:    p.Audience,
-		IssuedAt:    time.Unix(iat.Unix(), 0),
-		NotBefore:   time.Unix(iat.Unix(), 0),
-		ExpiresAt:   time.Unix(exp.Unix(), 0), // whole seconds, rounded down: never past the lease
-		ID:          l.ID,
-		Entitlement: l.Entitlement,
-		Scopes:      p.Scopes,
+	w := wireClaims{
+		Iss:   i.cfg.IssuerURL,
+		Sub:   l.Subject,
+		Aud:   p.Audience,
+		Iat:   iat.Unix(),
+		Nbf:   iat.Unix(),
+		Exp:   exp.Unix(), // whole seconds, rounded down: never past the lease
+		Jti:   l.ID,
+		Ent:   l.Entitlement,
+		Scope: strings.Join(p.Scopes, " "),
 	}
+	issuedAt, expiresAt := time.Unix(w.Iat, 0), time.Unix(w.Exp, 0)
 	switch {
-	case c.ID == "":
+	case w.Jti == "":
 		return nil, fmt.Errorf("jwt: entitlement %q: lease has no id", l.Entitlement)
-	case c.Subject == "":
+	case w.Sub == "":
 		return nil, fmt.Errorf("jwt: entitlement %q: lease %s has no subject", l.Entitlement, l.ID)
-	case iat.IsZero() || !c.ExpiresAt.After(c.IssuedAt):
+	case iat.IsZero() || !expiresAt.After(issuedAt):
 		return nil, fmt.Errorf("jwt: entitlement %q: lease %s: expiry %s is not after %s", l.Entitlement, l.ID,
 			exp.UTC().Format(time.RFC3339), iat.UTC().Format(time.RFC3339))
-	case c.ExpiresAt.Sub(c.IssuedAt) > i.cfg.Retain:
+	case expiresAt.Sub(issuedAt) > i.cfg.Retain:
 		// A key is unpublished Retain after it retires; a token living
 		// longer could outlive the key that verifies it.
 		return nil, fmt.Errorf("jwt: entitlement %q: token lifetime %v exceeds Config.Retain %v: %w",
-			l.Entitlement, c.ExpiresAt.Sub(c.IssuedAt), i.cfg.Retain, issuer.ErrRejected)
+			l.Entitlement, expiresAt.Sub(issuedAt), i.cfg.Retain, issuer.ErrRejected)
 	}
 
 	k := i.keys.Load().active()
-	tok := gojwt.NewWithClaims(k.method, c.wire()) // header alg and typ "JWT"
-	tok.Header["kid"] = k.kid
-	signed, err := tok.SignedString(k.priv)
+	var buf [512]byte // our claims fit; a longer set grows onto the heap
+	signed, err := k.signToken(appendClaims(buf[:0], &w))
 	if err != nil {
 		return nil, fmt.Errorf("jwt: entitlement %q: sign with key %s: %w: %w", l.Entitlement, k.kid, err, issuer.ErrUnavailable)
 	}
 	return &issuer.Credential{
 		Kind:      issuer.KindJWT,
-		ExpiresAt: c.ExpiresAt,
+		ExpiresAt: expiresAt,
 		Token:     signed,
 		Scopes:    slices.Clone(p.Scopes),
 	}, nil

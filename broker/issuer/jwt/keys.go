@@ -57,6 +57,8 @@ type signingKey struct {
 	jwk     jwk
 	created time.Time
 	path    string // key file; "" when in memory only
+	header  string // base64url JOSE header of its tokens and the dot after it
+	sigLen  int    // length of its raw signatures
 }
 
 // keySet is the published state, swapped atomically as a whole: signers
@@ -127,6 +129,7 @@ func newSigningKey(priv crypto.Signer, created time.Time) (*signingKey, error) {
 	sum := sha256.Sum256([]byte(thumb))
 	k.kid = b64.EncodeToString(sum[:])
 	k.jwk.Kid, k.jwk.Alg, k.jwk.Use = k.kid, k.alg, "sig"
+	k.header, k.sigLen = tokenHeader(k.alg, k.kid), signatureLen(priv)
 	return k, nil
 }
 

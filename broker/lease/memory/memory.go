@@ -1,11 +1,11 @@
 package memory
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,54 +21,130 @@ const (
 
 // Store is an in-memory lease.Store. The zero value is not usable; call New.
 // It is safe for concurrent use.
+//
+// The store holds every lease it was given for as long as it lives, so its
+// layout is chosen for the garbage collector, which walks all of it on every
+// cycle: the leases sit in large slabs of records (not one heap object
+// each), a record names its subject, entitlement, grant and issuer by a
+// symbol number (one shared copy of each string), and every index holds slot
+// numbers rather than pointers or strings. A stored lease costs the collector
+// its id string and a handful of pointer words that are nil or point to
+// shared strings.
 type Store struct {
 	mu sync.RWMutex
 
-	leases map[string]*entry
-	// ids holds every lease id in ascending order (List without filters).
-	ids []string
-	// bySubject, byEntitlement and byGrant hold sorted lease ids per key
-	// (RevokeMatching and filtered List).
-	bySubject     map[string][]string
-	byEntitlement map[string][]string
-	byGrant       map[string][]string
+	slabs [][]rec         // slot n is slabs[n/slabSize][n%slabSize]
+	n     slot            // slots in use
+	byID  map[string]slot // lease id -> slot
+	// ids holds every slot in ascending id order (List without filters).
+	ids []slot
+	// bySubject, byEntitlement and byGrant hold slots in ascending id order
+	// per symbol (RevokeMatching and filtered List).
+	bySubject, byEntitlement, byGrant map[sym][]slot
 	// byRequest maps (subject, request id) to the lease that used it.
-	byRequest map[requestKey]string
+	byRequest map[requestKey]slot
 	// due holds every non-terminal lease, keyed by when a revoker must next
 	// look at it.
 	due dueHeap
+
+	// syms interns subjects, entitlements, grant ids and issuers.
+	syms  []string
+	symOf map[string]sym
 }
 
 var _ lease.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{
-		leases:        make(map[string]*entry),
-		bySubject:     make(map[string][]string),
-		byEntitlement: make(map[string][]string),
-		byGrant:       make(map[string][]string),
-		byRequest:     make(map[requestKey]string),
+	s := &Store{
+		byID:          make(map[string]slot),
+		bySubject:     make(map[sym][]slot),
+		byEntitlement: make(map[sym][]slot),
+		byGrant:       make(map[sym][]slot),
+		byRequest:     make(map[requestKey]slot),
+		symOf:         make(map[string]sym),
 	}
+	s.due.s = s
+	s.intern("") // sym 0 is the empty string
+	return s
 }
 
-type requestKey struct{ subject, requestID string }
+// slabSize is the number of records per slab.
+const slabSize = 1024
 
-// entry is one stored lease and its place in the due heap.
-type entry struct {
-	l lease.Lease
-	// prior is the state the lease had before its current claim (pending or
-	// active); a retry puts it back there.
-	prior lease.State
-	// at is the heap key: DueAt, or the claim deadline while revoking.
-	at time.Time
-	// index is the position in the due heap, -1 once terminal.
-	index int
+type (
+	slot int32  // a record's position in the slabs
+	sym  uint32 // an interned string
+)
+
+type requestKey struct {
+	subject   sym
+	requestID string
 }
 
-func (e *entry) clone() *lease.Lease {
-	c := e.l
-	return &c
+// rec is one stored lease: lease.Lease with its shared strings interned,
+// and its place in the due heap.
+type rec struct {
+	id, externalRef, requestID    string
+	subject, entitlement, grantID sym
+	issuer, revocableReason       sym
+	state, prior                  lease.State // prior: the state before the current claim (pending or active)
+	lastError                     string
+	revokeReason                  lease.Reason
+	issuedAt, expiresAt, hardEnd  time.Time
+	dueAt, revokeRequestedAt      time.Time
+	revokedAt                     time.Time
+	at                            time.Time // heap key: DueAt, or the claim deadline while revoking
+	fence                         int64
+	attempts                      int
+	index                         int32 // position in the due heap, -1 once terminal
+	renewable, revocable          bool
+}
+
+func (s *Store) rec(n slot) *rec { return &s.slabs[n/slabSize][n%slabSize] }
+
+func (s *Store) intern(str string) sym {
+	if n, ok := s.symOf[str]; ok {
+		return n
+	}
+	n := sym(len(s.syms))
+	str = strings.Clone(str) // do not keep the caller's larger buffer alive
+	s.syms = append(s.syms, str)
+	s.symOf[str] = n
+	return n
+}
+
+// lookup returns the symbol of str, if it was ever interned.
+func (s *Store) lookup(str string) (sym, bool) {
+	n, ok := s.symOf[str]
+	return n, ok
+}
+
+// lease returns a copy of the stored lease.
+func (s *Store) lease(r *rec) *lease.Lease {
+	return &lease.Lease{
+		ID:                r.id,
+		Subject:           s.syms[r.subject],
+		Entitlement:       s.syms[r.entitlement],
+		GrantID:           s.syms[r.grantID],
+		Issuer:            s.syms[r.issuer],
+		ExternalRef:       r.externalRef,
+		RequestID:         r.requestID,
+		State:             r.state,
+		IssuedAt:          r.issuedAt,
+		ExpiresAt:         r.expiresAt,
+		HardEnd:           r.hardEnd,
+		DueAt:             r.dueAt,
+		Renewable:         r.renewable,
+		Revocable:         r.revocable,
+		RevocableReason:   s.syms[r.revocableReason],
+		Attempts:          r.attempts,
+		LastError:         r.lastError,
+		RevokeReason:      r.revokeReason,
+		RevokeRequestedAt: r.revokeRequestedAt,
+		RevokedAt:         r.revokedAt,
+		Fence:             r.fence,
+	}
 }
 
 // Create records a new pending lease. See lease.Store.
@@ -81,30 +157,61 @@ func (s *Store) Create(ctx context.Context, l *lease.Lease) (*lease.Lease, error
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if l.RequestID != "" {
-		if id, ok := s.byRequest[requestKey{l.Subject, l.RequestID}]; ok {
-			return s.leases[id].clone(), fmt.Errorf("memory: request id of lease %s: %w", l.ID, lease.ErrDuplicate)
+	subject, known := s.lookup(l.Subject)
+	if l.RequestID != "" && known {
+		if n, ok := s.byRequest[requestKey{subject, l.RequestID}]; ok {
+			return s.lease(s.rec(n)), fmt.Errorf("memory: request id of lease %s: %w", l.ID, lease.ErrDuplicate)
 		}
 	}
-	if _, ok := s.leases[l.ID]; ok {
+	if _, ok := s.byID[l.ID]; ok {
 		return nil, fmt.Errorf("memory: lease %s: %w", l.ID, lease.ErrExists)
 	}
-	e := &entry{l: *l, index: -1}
-	e.l.State = lease.StatePending
-	normalize(&e.l)
-	e.at = e.l.DueAt
-	s.leases[l.ID] = e
-	heap.Push(&s.due, e)
-	s.ids = insertSorted(s.ids, l.ID)
-	s.bySubject[l.Subject] = insertSorted(s.bySubject[l.Subject], l.ID)
-	s.byEntitlement[l.Entitlement] = insertSorted(s.byEntitlement[l.Entitlement], l.ID)
+	if !known {
+		subject = s.intern(l.Subject)
+	}
+	n := s.n
+	if int(n/slabSize) == len(s.slabs) {
+		s.slabs = append(s.slabs, make([]rec, slabSize))
+	}
+	s.n++
+	r := s.rec(n)
+	*r = rec{
+		id:                l.ID,
+		externalRef:       l.ExternalRef,
+		requestID:         l.RequestID,
+		subject:           subject,
+		entitlement:       s.intern(l.Entitlement),
+		grantID:           s.intern(l.GrantID),
+		issuer:            s.intern(l.Issuer),
+		state:             lease.StatePending,
+		revocableReason:   s.intern(l.RevocableReason),
+		lastError:         l.LastError,
+		revokeReason:      l.RevokeReason,
+		issuedAt:          ms(l.IssuedAt),
+		expiresAt:         ms(l.ExpiresAt),
+		hardEnd:           ms(l.HardEnd),
+		dueAt:             ms(l.DueAt),
+		revokeRequestedAt: ms(l.RevokeRequestedAt),
+		revokedAt:         ms(l.RevokedAt),
+		fence:             l.Fence,
+		attempts:          l.Attempts,
+		index:             -1,
+		renewable:         l.Renewable,
+		revocable:         l.Revocable,
+	}
+	r.at = r.dueAt
+	s.byID[r.id] = n
+	s.due.push(n)
+	s.ids = s.insertSorted(s.ids, n)
+	s.bySubject[r.subject] = s.insertSorted(s.bySubject[r.subject], n)
+	s.byEntitlement[r.entitlement] = s.insertSorted(s.byEntitlement[r.entitlement], n)
 	if l.GrantID != "" {
-		s.byGrant[l.GrantID] = insertSorted(s.byGrant[l.GrantID], l.ID)
+		s.byGrant[r.grantID] = s.insertSorted(s.byGrant[r.grantID], n)
 	}
 	if l.RequestID != "" {
-		s.byRequest[requestKey{l.Subject, l.RequestID}] = l.ID
+		s.byRequest[requestKey{subject, l.RequestID}] = n
 	}
-	return e.clone(), nil
+	return s.lease(r), nil
 }
 
 func validate(l *lease.Lease) error {
@@ -142,14 +249,14 @@ func (s *Store) Bind(ctx context.Context, id, ref string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, err := s.get(id)
+	r, err := s.get(id)
 	if err != nil {
 		return err
 	}
-	if e.l.State != lease.StatePending {
-		return wrongState(id, e.l.State)
+	if r.state != lease.StatePending {
+		return wrongState(id, r.state)
 	}
-	e.l.ExternalRef = ref
+	r.externalRef = ref
 	return nil
 }
 
@@ -160,22 +267,22 @@ func (s *Store) Activate(ctx context.Context, id, ref string) (*lease.Lease, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, err := s.get(id)
+	r, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
-	if e.l.State != lease.StatePending {
-		return nil, wrongState(id, e.l.State)
+	if r.state != lease.StatePending {
+		return nil, wrongState(id, r.state)
 	}
-	if e.l.RevokeReason != "" {
-		return nil, fmt.Errorf("memory: lease %s: revocation asked for (%s): %w", id, e.l.RevokeReason, lease.ErrWrongState)
+	if r.revokeReason != "" {
+		return nil, fmt.Errorf("memory: lease %s: revocation asked for (%s): %w", id, r.revokeReason, lease.ErrWrongState)
 	}
-	e.l.State = lease.StateActive
+	r.state = lease.StateActive
 	if ref != "" {
-		e.l.ExternalRef = ref
+		r.externalRef = ref
 	}
-	s.setDue(e, e.l.ExpiresAt)
-	return e.clone(), nil
+	s.setDue(r, r.expiresAt)
+	return s.lease(r), nil
 }
 
 // Get returns a copy of the lease. See lease.Store.
@@ -185,11 +292,11 @@ func (s *Store) Get(ctx context.Context, id string) (*lease.Lease, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	e, err := s.get(id)
+	r, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
-	return e.clone(), nil
+	return s.lease(r), nil
 }
 
 // List returns the leases matching q in ascending id order. The page token
@@ -210,46 +317,54 @@ func (s *Store) List(ctx context.Context, q lease.Query) ([]*lease.Lease, string
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 
-	// Walk the shortest id list that every match must be in; matches
-	// checks every filter anyway.
+	// Walk the shortest slot list that every match must be in; matches
+	// checks every filter anyway. A filter naming a string the store never
+	// saw matches nothing.
 	cand := s.ids
 	for _, f := range []struct {
 		key string
-		idx map[string][]string
+		idx map[sym][]slot
 	}{{q.Subject, s.bySubject}, {q.Entitlement, s.byEntitlement}, {q.GrantID, s.byGrant}} {
-		if ids := f.idx[f.key]; f.key != "" && len(ids) < len(cand) {
-			cand = ids
+		if f.key == "" {
+			continue
+		}
+		k, ok := s.lookup(f.key)
+		if !ok {
+			return nil, "", nil
+		}
+		if slots := f.idx[k]; len(slots) < len(cand) {
+			cand = slots
 		}
 	}
 	start := 0
 	if q.PageToken != "" {
-		i, found := slices.BinarySearch(cand, q.PageToken)
+		i, found := s.search(cand, q.PageToken)
 		if found {
 			i++
 		}
 		start = i
 	}
 	var out []*lease.Lease
-	for _, id := range cand[start:] {
-		e := s.leases[id]
-		if !matches(&e.l, q) {
+	for _, n := range cand[start:] {
+		r := s.rec(n)
+		if !s.matches(r, q) {
 			continue
 		}
 		if len(out) == size {
 			return out, out[len(out)-1].ID, nil
 		}
-		out = append(out, e.clone())
+		out = append(out, s.lease(r))
 	}
 	return out, "", nil
 }
 
-func matches(l *lease.Lease, q lease.Query) bool {
-	if q.Subject != "" && l.Subject != q.Subject ||
-		q.Entitlement != "" && l.Entitlement != q.Entitlement ||
-		q.GrantID != "" && l.GrantID != q.GrantID {
+func (s *Store) matches(r *rec, q lease.Query) bool {
+	if q.Subject != "" && s.syms[r.subject] != q.Subject ||
+		q.Entitlement != "" && s.syms[r.entitlement] != q.Entitlement ||
+		q.GrantID != "" && s.syms[r.grantID] != q.GrantID {
 		return false
 	}
-	return len(q.States) == 0 || slices.Contains(q.States, l.State)
+	return len(q.States) == 0 || slices.Contains(q.States, r.state)
 }
 
 // Renew moves the expiry of an active lease. See lease.Store.
@@ -260,22 +375,22 @@ func (s *Store) Renew(ctx context.Context, id string, expiresAt time.Time) (*lea
 	expiresAt = ms(expiresAt)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, err := s.get(id)
+	r, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
-	if e.l.State != lease.StateActive {
-		return nil, wrongState(id, e.l.State)
+	if r.state != lease.StateActive {
+		return nil, wrongState(id, r.state)
 	}
-	if e.l.RevokeReason != "" {
-		return nil, fmt.Errorf("memory: lease %s: revocation asked for (%s): %w", id, e.l.RevokeReason, lease.ErrWrongState)
+	if r.revokeReason != "" {
+		return nil, fmt.Errorf("memory: lease %s: revocation asked for (%s): %w", id, r.revokeReason, lease.ErrWrongState)
 	}
-	if expiresAt.After(e.l.HardEnd) {
+	if expiresAt.After(r.hardEnd) {
 		return nil, fmt.Errorf("memory: lease %s: renew to %s: %w", id, expiresAt.Format(time.RFC3339Nano), lease.ErrPastHardEnd)
 	}
-	e.l.ExpiresAt = expiresAt
-	s.setDue(e, expiresAt)
-	return e.clone(), nil
+	r.expiresAt = expiresAt
+	s.setDue(r, expiresAt)
+	return s.lease(r), nil
 }
 
 // Revoke asks for revocation of one lease. See lease.Store and revoke.
@@ -289,12 +404,12 @@ func (s *Store) Revoke(ctx context.Context, id string, reason lease.Reason, at t
 	at = ms(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, err := s.get(id)
+	r, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
-	s.revoke(e, reason, at)
-	return e.clone(), nil
+	s.revoke(r, reason, at)
+	return s.lease(r), nil
 }
 
 // revoke records a revocation request and reports whether it changed the
@@ -302,18 +417,17 @@ func (s *Store) Revoke(ctx context.Context, id string, reason lease.Reason, at t
 // recorded; a later one only when it asks for an earlier time (a kill
 // switch overtaking a scheduled revocation). DueAt never moves later: a
 // request after the lease is already due leaves DueAt alone.
-func (s *Store) revoke(e *entry, reason lease.Reason, at time.Time) bool {
-	l := &e.l
-	if l.State != lease.StatePending && l.State != lease.StateActive {
+func (s *Store) revoke(r *rec, reason lease.Reason, at time.Time) bool {
+	if r.state != lease.StatePending && r.state != lease.StateActive {
 		return false
 	}
-	if l.RevokeReason != "" && (l.RevokeRequestedAt.IsZero() || !at.Before(l.RevokeRequestedAt)) {
+	if r.revokeReason != "" && (r.revokeRequestedAt.IsZero() || !at.Before(r.revokeRequestedAt)) {
 		return false
 	}
-	l.RevokeReason = reason
-	l.RevokeRequestedAt = at
-	if at.Before(l.DueAt) {
-		s.setDue(e, at)
+	r.revokeReason = reason
+	r.revokeRequestedAt = at
+	if at.Before(r.dueAt) {
+		s.setDue(r, at)
 	}
 	return true
 }
@@ -330,16 +444,16 @@ func (s *Store) RevokeMatching(ctx context.Context, sel lease.Selector, reason l
 	var (
 		set  int
 		key  string
-		from map[string][]string
+		from *map[sym][]slot
 	)
 	if sel.Subject != "" {
-		set, key, from = set+1, sel.Subject, s.bySubject
+		set, key, from = set+1, sel.Subject, &s.bySubject
 	}
 	if sel.Entitlement != "" {
-		set, key, from = set+1, sel.Entitlement, s.byEntitlement
+		set, key, from = set+1, sel.Entitlement, &s.byEntitlement
 	}
 	if sel.GrantID != "" {
-		set, key, from = set+1, sel.GrantID, s.byGrant
+		set, key, from = set+1, sel.GrantID, &s.byGrant
 	}
 	if set != 1 {
 		return 0, fmt.Errorf("memory: selector must set exactly one of Subject, Entitlement, GrantID (has %d)", set)
@@ -347,9 +461,13 @@ func (s *Store) RevokeMatching(ctx context.Context, sel lease.Selector, reason l
 	at = ms(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	k, ok := s.lookup(key)
+	if !ok {
+		return 0, nil
+	}
 	n := 0
-	for _, id := range from[key] {
-		if s.revoke(s.leases[id], reason, at) {
+	for _, sl := range (*from)[k] {
+		if s.revoke(s.rec(sl), reason, at) {
 			n++
 		}
 	}
@@ -378,28 +496,27 @@ func (s *Store) Claim(ctx context.Context, now time.Time, max int, hold time.Dur
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []lease.Claim
-	for len(out) < max && len(s.due) > 0 {
-		e := s.due[0]
-		if e.at.After(now) {
+	for len(out) < max && len(s.due.slots) > 0 {
+		r := s.rec(s.due.slots[0])
+		if r.at.After(now) {
 			break
 		}
-		l := &e.l
-		if l.State != lease.StateRevoking {
-			e.prior = l.State
+		if r.state != lease.StateRevoking {
+			r.prior = r.state
 		}
-		if l.RevokeReason == "" {
-			if l.State == lease.StatePending {
-				l.RevokeReason = lease.ReasonPendingTimeout
-				l.RevokeRequestedAt = l.DueAt
+		if r.revokeReason == "" {
+			if r.state == lease.StatePending {
+				r.revokeReason = lease.ReasonPendingTimeout
+				r.revokeRequestedAt = r.dueAt
 			} else {
-				l.RevokeReason = lease.ReasonExpired
+				r.revokeReason = lease.ReasonExpired
 			}
 		}
-		l.State = lease.StateRevoking
-		l.Fence++
-		e.at = deadline
-		heap.Fix(&s.due, e.index)
-		out = append(out, lease.Claim{Lease: e.clone(), Fence: l.Fence, Deadline: deadline})
+		r.state = lease.StateRevoking
+		r.fence++
+		r.at = deadline
+		s.due.fix(int(r.index))
+		out = append(out, lease.Claim{Lease: s.lease(r), Fence: r.fence, Deadline: deadline})
 	}
 	return out, nil
 }
@@ -428,33 +545,32 @@ func (s *Store) Finish(ctx context.Context, c lease.Claim, out lease.Outcome) er
 	id := c.Lease.ID
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, err := s.get(id)
+	r, err := s.get(id)
 	if err != nil {
 		return err
 	}
-	l := &e.l
-	if l.Fence != c.Fence {
-		return fmt.Errorf("memory: lease %s: fence %d, now %d: %w", id, c.Fence, l.Fence, lease.ErrFenced)
+	if r.fence != c.Fence {
+		return fmt.Errorf("memory: lease %s: fence %d, now %d: %w", id, c.Fence, r.fence, lease.ErrFenced)
 	}
-	if l.State != lease.StateRevoking {
-		return wrongState(id, l.State)
+	if r.state != lease.StateRevoking {
+		return wrongState(id, r.state)
 	}
 	switch {
 	case out.Revoked:
-		l.State = lease.StateRevoked
-		l.RevokedAt = ms(out.At)
-		heap.Remove(&s.due, e.index)
+		r.state = lease.StateRevoked
+		r.revokedAt = ms(out.At)
+		s.due.remove(int(r.index))
 	case out.Irrevocable:
-		l.State = lease.StateIrrevocable
-		l.RevokedAt = ms(out.At)
-		l.Attempts++
-		l.LastError = out.Err
-		heap.Remove(&s.due, e.index)
+		r.state = lease.StateIrrevocable
+		r.revokedAt = ms(out.At)
+		r.attempts++
+		r.lastError = out.Err
+		s.due.remove(int(r.index))
 	default:
-		l.State = e.prior
-		l.Attempts++
-		l.LastError = out.Err
-		s.setDue(e, ms(out.RetryAt))
+		r.state = r.prior
+		r.attempts++
+		r.lastError = out.Err
+		s.setDue(r, ms(out.RetryAt))
 	}
 	return nil
 }
@@ -466,35 +582,35 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if len(s.due) == 0 {
+	if len(s.due.slots) == 0 {
 		return time.Time{}, false, nil
 	}
-	return s.due[0].at, true, nil
+	return s.rec(s.due.slots[0]).at, true, nil
 }
 
 // Len returns how many leases the store holds, in any state.
 func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.leases)
+	return len(s.byID)
 }
 
-func (s *Store) get(id string) (*entry, error) {
-	e, ok := s.leases[id]
+func (s *Store) get(id string) (*rec, error) {
+	n, ok := s.byID[id]
 	if !ok {
 		return nil, fmt.Errorf("memory: lease %s: %w", id, lease.ErrNotFound)
 	}
-	return e, nil
+	return s.rec(n), nil
 }
 
 // setDue sets DueAt and, unless the lease is held by a claim, its heap key.
-func (s *Store) setDue(e *entry, at time.Time) {
-	e.l.DueAt = at
-	if e.l.State == lease.StateRevoking {
+func (s *Store) setDue(r *rec, at time.Time) {
+	r.dueAt = at
+	if r.state == lease.StateRevoking {
 		return
 	}
-	e.at = at
-	heap.Fix(&s.due, e.index)
+	r.at = at
+	s.due.fix(int(r.index))
 }
 
 func wrongState(id string, st lease.State) error {
@@ -516,42 +632,99 @@ func ms(t time.Time) time.Time {
 	return t.Truncate(time.Millisecond).UTC()
 }
 
-func normalize(l *lease.Lease) {
-	for _, t := range []*time.Time{&l.IssuedAt, &l.ExpiresAt, &l.HardEnd, &l.DueAt, &l.RevokeRequestedAt, &l.RevokedAt} {
-		*t = ms(*t)
+// search finds id in slots (ascending id order) as slices.BinarySearch does.
+func (s *Store) search(slots []slot, id string) (int, bool) {
+	return slices.BinarySearchFunc(slots, id, func(n slot, id string) int {
+		return strings.Compare(s.rec(n).id, id)
+	})
+}
+
+// insertSorted adds slot n to slots (ascending id order). Ids from
+// lease.NewID arrive nearly in order, so this is mostly an append.
+func (s *Store) insertSorted(slots []slot, n slot) []slot {
+	id := s.rec(n).id
+	if len(slots) == 0 || s.rec(slots[len(slots)-1]).id < id {
+		return append(slots, n)
 	}
+	i, _ := s.search(slots, id)
+	return slices.Insert(slots, i, n)
 }
 
-func insertSorted(ids []string, id string) []string {
-	i, _ := slices.BinarySearch(ids, id)
-	return slices.Insert(ids, i, id)
+// dueHeap is a min-heap of slots ordered by (at, id); each record knows its
+// position (rec.index). It is container/heap's algorithm without boxing a
+// slot into an interface on every push.
+type dueHeap struct {
+	s     *Store
+	slots []slot
 }
 
-// dueHeap is a min-heap of entries ordered by (at, id).
-type dueHeap []*entry
-
-func (h dueHeap) Len() int { return len(h) }
-func (h dueHeap) Less(i, j int) bool {
-	if c := h[i].at.Compare(h[j].at); c != 0 {
+func (h *dueHeap) less(i, j int) bool {
+	a, b := h.s.rec(h.slots[i]), h.s.rec(h.slots[j])
+	if c := a.at.Compare(b.at); c != 0 {
 		return c < 0
 	}
-	return h[i].l.ID < h[j].l.ID
+	return a.id < b.id
 }
-func (h dueHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index = i
-	h[j].index = j
+
+func (h *dueHeap) swap(i, j int) {
+	h.slots[i], h.slots[j] = h.slots[j], h.slots[i]
+	h.s.rec(h.slots[i]).index = int32(i)
+	h.s.rec(h.slots[j]).index = int32(j)
 }
-func (h *dueHeap) Push(x any) {
-	e := x.(*entry)
-	e.index = len(*h)
-	*h = append(*h, e)
+
+func (h *dueHeap) push(n slot) {
+	h.s.rec(n).index = int32(len(h.slots))
+	h.slots = append(h.slots, n)
+	h.up(len(h.slots) - 1)
 }
-func (h *dueHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	e.index = -1
-	*h = old[:len(old)-1]
-	return e
+
+// fix restores the order after the key of the record at position i changed.
+func (h *dueHeap) fix(i int) {
+	if !h.down(i, len(h.slots)) {
+		h.up(i)
+	}
+}
+
+// remove takes the record at position i out of the heap.
+func (h *dueHeap) remove(i int) {
+	last := len(h.slots) - 1
+	if last != i {
+		h.swap(i, last)
+		if !h.down(i, last) {
+			h.up(i)
+		}
+	}
+	h.s.rec(h.slots[last]).index = -1
+	h.slots = h.slots[:last]
+}
+
+func (h *dueHeap) up(j int) {
+	for {
+		i := (j - 1) / 2 // parent
+		if i == j || !h.less(j, i) {
+			break
+		}
+		h.swap(i, j)
+		j = i
+	}
+}
+
+func (h *dueHeap) down(i0, n int) bool {
+	i := i0
+	for {
+		j1 := 2*i + 1
+		if j1 >= n || j1 < 0 { // j1 < 0 after int overflow
+			break
+		}
+		j := j1 // left child
+		if j2 := j1 + 1; j2 < n && h.less(j2, j1) {
+			j = j2 // = 2*i + 2  // right child
+		}
+		if !h.less(j, i) {
+			break
+		}
+		h.swap(i, j)
+		i = j
+	}
+	return i > i0
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -192,4 +193,50 @@ func ExampleNew() {
 	// active 15m0s
 	// revoking expired accessor-123
 	// revoked 1s
+}
+
+// TestEveryFieldKept fills every field of a lease (so a field added to
+// lease.Lease later is caught) and checks that Create keeps all of them but
+// State, which a new lease always starts in.
+func TestEveryFieldKept(t *testing.T) {
+	in := newLease(base)
+	v := reflect.ValueOf(in).Elem()
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			if f.String() == "" {
+				f.SetString("x-" + v.Type().Field(i).Name)
+			}
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.Int, reflect.Int64:
+			f.SetInt(int64(i) + 1)
+		case reflect.Struct:
+			if f.Type() != reflect.TypeFor[time.Time]() {
+				t.Fatalf("lease.Lease.%s is a %s; teach this test and the store about it", v.Type().Field(i).Name, f.Type())
+			}
+			if f.Interface().(time.Time).IsZero() {
+				f.Set(reflect.ValueOf(base.Add(time.Duration(i) * time.Hour)))
+			}
+		default:
+			t.Fatalf("lease.Lease.%s is a %s; teach this test and the store about it", v.Type().Field(i).Name, f.Type())
+		}
+	}
+	s := memory.New()
+	created, err := s.Create(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(t.Context(), in.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := *in
+	want.State = lease.StatePending
+	for _, l := range []*lease.Lease{created, got} {
+		if !reflect.DeepEqual(*l, want) {
+			t.Errorf("stored lease\n%+v\nwant\n%+v", *l, want)
+		}
+	}
 }
