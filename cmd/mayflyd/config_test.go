@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -13,6 +15,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/mayflyhq/mayfly/broker/devca"
+	"github.com/mayflyhq/mayfly/broker/issuer/awssts"
+	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
+	"github.com/mayflyhq/mayfly/broker/lease"
 	"github.com/mayflyhq/mayfly/broker/policy"
 )
 
@@ -111,5 +116,42 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if c.Identity.WorkloadAPI == "" || c.JWT.Algorithm != "ES256" || c.Revoker.MaxAttempts != 10 {
 		t.Fatalf("example config read as %+v", c)
+	}
+}
+
+// TestAWSWebIdentityTokenCarriesSourceIdentity checks the token the broker
+// hands AWS: its own JWT with the caller as source identity and the lease
+// as a session tag, so CloudTrail shows who held the session.
+func TestAWSWebIdentityTokenCarriesSourceIdentity(t *testing.T) {
+	iss, err := jwt.New(jwt.Config{IssuerURL: "https://mayfly.example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &jwtSource{iss: iss}
+	now := time.Now()
+	l := &lease.Lease{ID: lease.NewID(now), Subject: "spiffe://prod.example.org/ns/orders/sa/api", Entitlement: "s3-read",
+		IssuedAt: now, ExpiresAt: now.Add(5 * time.Minute)}
+	tok, err := src.awsToken(context.Background(), l, "sts.amazonaws.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	if claims["https://aws.amazon.com/source_identity"] != awssts.SourceIdentity(l.Subject) || claims["aud"] != "sts.amazonaws.com" {
+		t.Fatalf("claims = %v", claims)
+	}
+	tags, _ := claims["https://aws.amazon.com/tags"].(map[string]any)
+	pt, _ := tags["principal_tags"].(map[string]any)
+	if lid, _ := pt["mayfly:lease"].([]any); len(lid) != 1 || lid[0] != l.ID {
+		t.Fatalf("session tags = %v", tags)
+	}
+	if _, err := iss.Verify(tok); err != nil {
+		t.Fatalf("the token does not verify: %v", err)
 	}
 }

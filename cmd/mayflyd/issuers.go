@@ -55,10 +55,21 @@ type issuersConfig struct {
 type jwtSource struct{ iss *jwt.Issuer }
 
 func (s *jwtSource) token(ctx context.Context, l *lease.Lease, audience string) (string, error) {
+	return s.tokenWith(ctx, l, audience, nil)
+}
+
+// awsToken carries the caller as the session's source identity and the
+// lease, entitlement and subject as session tags, which AWS reads from
+// the web identity token's claims; CloudTrail then shows who held it.
+func (s *jwtSource) awsToken(ctx context.Context, l *lease.Lease, audience string) (string, error) {
+	return s.tokenWith(ctx, l, audience, awssts.WebIdentityClaims(l))
+}
+
+func (s *jwtSource) tokenWith(ctx context.Context, l *lease.Lease, audience string, extra map[string]any) (string, error) {
 	if s.iss == nil {
 		return "", fmt.Errorf("mayflyd: the JWT issuer is not running yet: %w", issuer.ErrUnavailable)
 	}
-	cred, err := s.iss.Issue(ctx, issuer.Request{Lease: l, Params: jwt.Params{Audience: []string{audience}}})
+	cred, err := s.iss.Issue(ctx, issuer.Request{Lease: l, Params: jwt.Params{Audience: []string{audience}, Extra: extra}})
 	if err != nil {
 		return "", err
 	}
@@ -71,7 +82,7 @@ func cloudIssuers(c issuersConfig, src *jwtSource, log *slog.Logger) ([]issuer.I
 	if a := c.AWSSTS; a != nil {
 		iss, err := awssts.New(awssts.Config{
 			Region: a.Region, STSEndpoint: a.STSEndpoint, IAMEndpoint: a.IAMEndpoint, Audience: a.Audience,
-			TokenSource: src.token, Logger: log,
+			TokenSource: src.awsToken, Logger: log,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("config: issuers.awssts: %w", err)

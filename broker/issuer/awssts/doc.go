@@ -40,9 +40,10 @@
 // AssumeRoleWithWebIdentity takes neither as a parameter: STS reads them
 // from the token's https://aws.amazon.com/source_identity and
 // https://aws.amazon.com/tags claims. WebIdentityClaims returns exactly
-// those claims for a lease, for a TokenSource whose JWT issuer can add
-// them; until then the token's sub and the session name identify the
-// caller, and session_tags are refused in web_identity mode.
+// those claims for a lease; mayflyd's TokenSource adds them to the broker
+// JWT (jwt.Params.Extra), so the session carries the caller as its source
+// identity and the mayfly tags. The entitlement's own session_tags are
+// still refused in web_identity mode (they would have to be claims too).
 //
 // Durations. STS sessions last at least 15 minutes and at most the role's
 // maximum session duration (1h by default, 12h at most). A credential must

@@ -202,7 +202,14 @@ func (i *Issuer) mint(l *lease.Lease, p Params, iat, exp time.Time) (*issuer.Cre
 
 	k := i.keys.Load().active()
 	var buf [512]byte // our claims fit; a longer set grows onto the heap
-	signed, err := k.signToken(appendClaims(buf[:0], &w))
+	claims := appendClaims(buf[:0], &w)
+	if len(p.Extra) > 0 {
+		var err error
+		if claims, err = appendExtra(claims, p.Extra); err != nil {
+			return nil, fmt.Errorf("jwt: entitlement %q: %w: %w", l.Entitlement, err, issuer.ErrRejected)
+		}
+	}
+	signed, err := k.signToken(claims)
 	if err != nil {
 		return nil, fmt.Errorf("jwt: entitlement %q: sign with key %s: %w: %w", l.Entitlement, k.kid, err, issuer.ErrUnavailable)
 	}

@@ -25,6 +25,10 @@ type Params struct {
 	// Scopes become the space-separated scope claim (RFC 8693 / RFC 9068
 	// style); omitted when empty. Each is an RFC 6749 scope-token.
 	Scopes []string
+	// Extra are further claims, set by the broker itself, never from the
+	// policy file: e.g. the source identity and session tags AWS reads
+	// from a web identity token. They may not replace a claim above.
+	Extra map[string]any
 }
 
 // scopeToken is RFC 6749 section 3.3: 1*( %x21 / %x23-5B / %x5D-7E ).

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -178,4 +179,32 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// reservedClaims are the claims mint sets; Params.Extra may not replace them.
+var reservedClaims = map[string]bool{"iss": true, "sub": true, "aud": true, "iat": true, "nbf": true, "exp": true, "jti": true, "ent": true, "scope": true}
+
+// appendExtra adds extra claims, sorted by name, to a JSON object that
+// appendClaims closed.
+func appendExtra(b []byte, extra map[string]any) ([]byte, error) {
+	names := make([]string, 0, len(extra))
+	for name := range extra {
+		if reservedClaims[name] {
+			return nil, fmt.Errorf("extra claim %q would replace one the issuer sets", name)
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	b = b[:len(b)-1] // drop the closing brace
+	for _, name := range names {
+		v, err := json.Marshal(extra[name])
+		if err != nil {
+			return nil, fmt.Errorf("extra claim %q: %w", name, err)
+		}
+		b = append(b, ',')
+		b = appendString(b, name)
+		b = append(b, ':')
+		b = append(b, v...)
+	}
+	return append(b, '}'), nil
 }

@@ -162,3 +162,20 @@ func BenchmarkMint(b *testing.B) {
 		}
 	}
 }
+
+func TestExtraClaims(t *testing.T) {
+	b, err := appendExtra([]byte(`{"iss":"x"}`), map[string]any{
+		"https://aws.amazon.com/source_identity": "td+ns+api",
+		"https://aws.amazon.com/tags":            map[string]any{"principal_tags": map[string][]string{"mayfly:lease": {"01"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"iss":"x","https://aws.amazon.com/source_identity":"td+ns+api","https://aws.amazon.com/tags":{"principal_tags":{"mayfly:lease":["01"]}}}`
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+	if _, err := appendExtra([]byte(`{}`), map[string]any{"sub": "evil"}); err == nil {
+		t.Fatal("an extra claim replaced sub")
+	}
+}
