@@ -53,7 +53,7 @@
 // shorter than MinTTL (16m: 15m, the allowance, and 30s for the lease to
 // reach STS) is refused with ErrRejected rather than rounded up. Params.
 // TTLBounds reports the ttl range an entitlement must keep; the policy
-// loader cannot see ttl in DecodeParams, so the integrator checks it when
+// loader cannot see ttl in DecodeParams, so the policy loader checks it (policy.TTLBounder) when
 // the policy loads. A lease longer than the role allows gets a session that
 // ends when the role's maximum does, earlier than the lease. Should STS
 // still report an expiry after the lease's (its clock far ahead of the

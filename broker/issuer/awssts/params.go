@@ -93,7 +93,7 @@ type Params struct {
 
 // TTLBounds is the range an entitlement's ttl and max_ttl must keep to:
 // MinTTL, and the role's maximum session duration. DecodeParams cannot see
-// ttl, so the integrator checks it when the policy loads (Issue refuses a
+// ttl, so the policy loader checks it (policy.TTLBounder) when the policy loads (Issue refuses a
 // lease shorter than MinTTL anyway, and ends a longer-than-allowed session
 // early).
 func (p Params) TTLBounds() (min, max time.Duration) {

@@ -39,7 +39,7 @@
 // constraints/iam.allowServiceAccountCredentialLifetimeExtension lists the
 // service account, then up to 12h). Params.TTLBounds reports the ttl range
 // an entitlement must keep (at least MinTTL, 2m, at most max_lifetime); the
-// integrator checks it when the policy loads. A longer lease gets a token
+// policy loader checks it (policy.TTLBounder). A longer lease gets a token
 // that ends at max_lifetime, earlier than the lease; Renew mints a new one.
 // Should Google report an expiry after the lease's, the token is dropped
 // unseen and Issue fails with ErrUnavailable.

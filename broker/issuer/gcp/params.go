@@ -61,8 +61,8 @@ type Params struct {
 }
 
 // TTLBounds is the range an entitlement's ttl and max_ttl must keep to:
-// MinTTL and max_lifetime. DecodeParams cannot see ttl, so the integrator
-// checks it when the policy loads.
+// MinTTL and max_lifetime. DecodeParams cannot see ttl, so the policy loader
+// checks it (policy.TTLBounder).
 func (p Params) TTLBounds() (min, max time.Duration) {
 	max = p.MaxLifetime
 	if max == 0 {
