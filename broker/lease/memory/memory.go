@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,19 +24,22 @@ const (
 // It is safe for concurrent use.
 //
 // The store holds every lease it was given for as long as it lives, so its
-// layout is chosen for the garbage collector, which walks all of it on every
-// cycle: the leases sit in large slabs of records (not one heap object
-// each), a record names its subject, entitlement, grant and issuer by a
-// symbol number (one shared copy of each string), and every index holds slot
-// numbers rather than pointers or strings. A stored lease costs the collector
-// its id string and a handful of pointer words that are nil or point to
-// shared strings.
+// layout is chosen for the garbage collector, which would otherwise walk all
+// of it on every cycle: the leases sit in large slabs of records that hold
+// no pointers at all (the collector does not look inside them), with
+// subject, entitlement, grant, issuer and reasons as symbol numbers (one
+// shared copy of each string), states as small numbers and times as
+// seconds and nanoseconds; every index holds slot numbers rather than
+// pointers or strings. What the collector still walks per lease is its id
+// and the few strings that are seldom set (external ref, request id, last
+// error), in a parallel slab.
 type Store struct {
 	mu sync.RWMutex
 
-	slabs [][]rec         // slot n is slabs[n/slabSize][n%slabSize]
-	n     slot            // slots in use
-	byID  map[string]slot // lease id -> slot
+	slabs    [][]rec         // slot n is slabs[n/slabSize][n%slabSize]
+	strSlabs [][]recStrings  // and its strings strSlabs[n/slabSize][n%slabSize]
+	n        slot            // slots in use
+	byID     map[string]slot // lease id -> slot
 	// ids holds every slot in ascending id order (List without filters).
 	ids []slot
 	// bySubject, byEntitlement and byGrant hold slots in ascending id order
@@ -82,26 +86,78 @@ type requestKey struct {
 	requestID string
 }
 
-// rec is one stored lease: lease.Lease with its shared strings interned,
-// and its place in the due heap.
+// rec is one stored lease without its strings (see recStrings), and its
+// place in the due heap. It must hold no pointers.
 type rec struct {
-	id, externalRef, requestID    string
+	self                          slot
 	subject, entitlement, grantID sym
 	issuer, revocableReason       sym
-	state, prior                  lease.State // prior: the state before the current claim (pending or active)
-	lastError                     string
-	revokeReason                  lease.Reason
-	issuedAt, expiresAt, hardEnd  time.Time
-	dueAt, revokeRequestedAt      time.Time
-	revokedAt                     time.Time
-	at                            time.Time // heap key: DueAt, or the claim deadline while revoking
+	revokeReason                  sym
+	state, prior                  state // prior: the state before the current claim (pending or active)
+	renewable, revocable          bool
+	issuedAt, expiresAt, hardEnd  stamp
+	dueAt, revokeRequestedAt      stamp
+	revokedAt                     stamp
+	at                            stamp // heap key: DueAt, or the claim deadline while revoking
 	fence                         int64
 	attempts                      int
 	index                         int32 // position in the due heap, -1 once terminal
-	renewable, revocable          bool
+}
+
+// recStrings are the strings of a lease that are its own.
+type recStrings struct {
+	id, externalRef, requestID, lastError string
 }
 
 func (s *Store) rec(n slot) *rec { return &s.slabs[n/slabSize][n%slabSize] }
+
+func (s *Store) strs(r *rec) *recStrings { return &s.strSlabs[r.self/slabSize][r.self%slabSize] }
+
+func (s *Store) id(n slot) string { return s.strSlabs[n/slabSize][n%slabSize].id }
+
+// state is a lease.State as a number.
+type state uint8
+
+const (
+	stNone state = iota // the prior state of a lease never claimed
+	stPending
+	stActive
+	stRevoking
+	stRevoked
+	stIrrevocable
+)
+
+var states = [...]lease.State{"", lease.StatePending, lease.StateActive, lease.StateRevoking, lease.StateRevoked, lease.StateIrrevocable}
+
+func (st state) State() lease.State { return states[st] }
+
+// stamp is a time.Time without its location (the store keeps UTC): Unix
+// seconds and nanoseconds. The zero stamp is the zero time.
+type stamp struct {
+	sec  int64 // t.Unix() - zeroUnix, so that the zero time is zero
+	nsec int32
+}
+
+// zeroUnix is time.Time{}.Unix().
+const zeroUnix = -62135596800
+
+func stampOf(t time.Time) stamp { return stamp{t.Unix() - zeroUnix, int32(t.Nanosecond())} }
+
+func (t stamp) time() time.Time {
+	if t == (stamp{}) {
+		return time.Time{}
+	}
+	return time.Unix(t.sec+zeroUnix, int64(t.nsec)).UTC()
+}
+
+func (t stamp) compare(u stamp) int {
+	switch {
+	case t.sec != u.sec:
+		return cmp.Compare(t.sec, u.sec)
+	default:
+		return cmp.Compare(t.nsec, u.nsec)
+	}
+}
 
 func (s *Store) intern(str string) sym {
 	if n, ok := s.symOf[str]; ok {
@@ -122,27 +178,28 @@ func (s *Store) lookup(str string) (sym, bool) {
 
 // lease returns a copy of the stored lease.
 func (s *Store) lease(r *rec) *lease.Lease {
+	str := s.strs(r)
 	return &lease.Lease{
-		ID:                r.id,
+		ID:                str.id,
 		Subject:           s.syms[r.subject],
 		Entitlement:       s.syms[r.entitlement],
 		GrantID:           s.syms[r.grantID],
 		Issuer:            s.syms[r.issuer],
-		ExternalRef:       r.externalRef,
-		RequestID:         r.requestID,
-		State:             r.state,
-		IssuedAt:          r.issuedAt,
-		ExpiresAt:         r.expiresAt,
-		HardEnd:           r.hardEnd,
-		DueAt:             r.dueAt,
+		ExternalRef:       str.externalRef,
+		RequestID:         str.requestID,
+		State:             r.state.State(),
+		IssuedAt:          r.issuedAt.time(),
+		ExpiresAt:         r.expiresAt.time(),
+		HardEnd:           r.hardEnd.time(),
+		DueAt:             r.dueAt.time(),
 		Renewable:         r.renewable,
 		Revocable:         r.revocable,
 		RevocableReason:   s.syms[r.revocableReason],
 		Attempts:          r.attempts,
-		LastError:         r.lastError,
-		RevokeReason:      r.revokeReason,
-		RevokeRequestedAt: r.revokeRequestedAt,
-		RevokedAt:         r.revokedAt,
+		LastError:         str.lastError,
+		RevokeReason:      lease.Reason(s.syms[r.revokeReason]),
+		RevokeRequestedAt: r.revokeRequestedAt.time(),
+		RevokedAt:         r.revokedAt.time(),
 		Fence:             r.fence,
 	}
 }
@@ -172,21 +229,21 @@ func (s *Store) Create(ctx context.Context, l *lease.Lease) (*lease.Lease, error
 	n := s.n
 	if int(n/slabSize) == len(s.slabs) {
 		s.slabs = append(s.slabs, make([]rec, slabSize))
+		s.strSlabs = append(s.strSlabs, make([]recStrings, slabSize))
 	}
 	s.n++
 	r := s.rec(n)
 	*r = rec{
-		id:                l.ID,
-		externalRef:       l.ExternalRef,
-		requestID:         l.RequestID,
+		self:              n,
 		subject:           subject,
 		entitlement:       s.intern(l.Entitlement),
 		grantID:           s.intern(l.GrantID),
 		issuer:            s.intern(l.Issuer),
-		state:             lease.StatePending,
 		revocableReason:   s.intern(l.RevocableReason),
-		lastError:         l.LastError,
-		revokeReason:      l.RevokeReason,
+		revokeReason:      s.intern(string(l.RevokeReason)),
+		state:             stPending,
+		renewable:         l.Renewable,
+		revocable:         l.Revocable,
 		issuedAt:          ms(l.IssuedAt),
 		expiresAt:         ms(l.ExpiresAt),
 		hardEnd:           ms(l.HardEnd),
@@ -196,11 +253,10 @@ func (s *Store) Create(ctx context.Context, l *lease.Lease) (*lease.Lease, error
 		fence:             l.Fence,
 		attempts:          l.Attempts,
 		index:             -1,
-		renewable:         l.Renewable,
-		revocable:         l.Revocable,
 	}
 	r.at = r.dueAt
-	s.byID[r.id] = n
+	*s.strs(r) = recStrings{id: l.ID, externalRef: l.ExternalRef, requestID: l.RequestID, lastError: l.LastError}
+	s.byID[l.ID] = n
 	s.due.push(n)
 	s.ids = s.insertSorted(s.ids, n)
 	s.bySubject[r.subject] = s.insertSorted(s.bySubject[r.subject], n)
@@ -253,10 +309,10 @@ func (s *Store) Bind(ctx context.Context, id, ref string) error {
 	if err != nil {
 		return err
 	}
-	if r.state != lease.StatePending {
+	if r.state != stPending {
 		return wrongState(id, r.state)
 	}
-	r.externalRef = ref
+	s.strs(r).externalRef = ref
 	return nil
 }
 
@@ -271,15 +327,15 @@ func (s *Store) Activate(ctx context.Context, id, ref string) (*lease.Lease, err
 	if err != nil {
 		return nil, err
 	}
-	if r.state != lease.StatePending {
+	if r.state != stPending {
 		return nil, wrongState(id, r.state)
 	}
-	if r.revokeReason != "" {
-		return nil, fmt.Errorf("memory: lease %s: revocation asked for (%s): %w", id, r.revokeReason, lease.ErrWrongState)
+	if r.revokeReason != 0 {
+		return nil, fmt.Errorf("memory: lease %s: revocation asked for (%s): %w", id, s.syms[r.revokeReason], lease.ErrWrongState)
 	}
-	r.state = lease.StateActive
+	r.state = stActive
 	if ref != "" {
-		r.externalRef = ref
+		s.strs(r).externalRef = ref
 	}
 	s.setDue(r, r.expiresAt)
 	return s.lease(r), nil
@@ -364,7 +420,7 @@ func (s *Store) matches(r *rec, q lease.Query) bool {
 		q.GrantID != "" && s.syms[r.grantID] != q.GrantID {
 		return false
 	}
-	return len(q.States) == 0 || slices.Contains(q.States, r.state)
+	return len(q.States) == 0 || slices.Contains(q.States, r.state.State())
 }
 
 // Renew moves the expiry of an active lease. See lease.Store.
@@ -372,24 +428,24 @@ func (s *Store) Renew(ctx context.Context, id string, expiresAt time.Time) (*lea
 	if err := live(ctx); err != nil {
 		return nil, err
 	}
-	expiresAt = ms(expiresAt)
+	exp := ms(expiresAt)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
-	if r.state != lease.StateActive {
+	if r.state != stActive {
 		return nil, wrongState(id, r.state)
 	}
-	if r.revokeReason != "" {
-		return nil, fmt.Errorf("memory: lease %s: revocation asked for (%s): %w", id, r.revokeReason, lease.ErrWrongState)
+	if r.revokeReason != 0 {
+		return nil, fmt.Errorf("memory: lease %s: revocation asked for (%s): %w", id, s.syms[r.revokeReason], lease.ErrWrongState)
 	}
-	if expiresAt.After(r.hardEnd) {
-		return nil, fmt.Errorf("memory: lease %s: renew to %s: %w", id, expiresAt.Format(time.RFC3339Nano), lease.ErrPastHardEnd)
+	if exp.compare(r.hardEnd) > 0 {
+		return nil, fmt.Errorf("memory: lease %s: renew to %s: %w", id, exp.time().Format(time.RFC3339Nano), lease.ErrPastHardEnd)
 	}
-	r.expiresAt = expiresAt
-	s.setDue(r, expiresAt)
+	r.expiresAt = exp
+	s.setDue(r, exp)
 	return s.lease(r), nil
 }
 
@@ -401,14 +457,13 @@ func (s *Store) Revoke(ctx context.Context, id string, reason lease.Reason, at t
 	if reason == "" {
 		return nil, errors.New("memory: revoke without a reason")
 	}
-	at = ms(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, err := s.get(id)
 	if err != nil {
 		return nil, err
 	}
-	s.revoke(r, reason, at)
+	s.revoke(r, s.intern(string(reason)), ms(at))
 	return s.lease(r), nil
 }
 
@@ -417,16 +472,16 @@ func (s *Store) Revoke(ctx context.Context, id string, reason lease.Reason, at t
 // recorded; a later one only when it asks for an earlier time (a kill
 // switch overtaking a scheduled revocation). DueAt never moves later: a
 // request after the lease is already due leaves DueAt alone.
-func (s *Store) revoke(r *rec, reason lease.Reason, at time.Time) bool {
-	if r.state != lease.StatePending && r.state != lease.StateActive {
+func (s *Store) revoke(r *rec, reason sym, at stamp) bool {
+	if r.state != stPending && r.state != stActive {
 		return false
 	}
-	if r.revokeReason != "" && (r.revokeRequestedAt.IsZero() || !at.Before(r.revokeRequestedAt)) {
+	if r.revokeReason != 0 && (r.revokeRequestedAt == (stamp{}) || at.compare(r.revokeRequestedAt) >= 0) {
 		return false
 	}
 	r.revokeReason = reason
 	r.revokeRequestedAt = at
-	if at.Before(r.dueAt) {
+	if at.compare(r.dueAt) < 0 {
 		s.setDue(r, at)
 	}
 	return true
@@ -458,16 +513,17 @@ func (s *Store) RevokeMatching(ctx context.Context, sel lease.Selector, reason l
 	if set != 1 {
 		return 0, fmt.Errorf("memory: selector must set exactly one of Subject, Entitlement, GrantID (has %d)", set)
 	}
-	at = ms(at)
+	when := ms(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k, ok := s.lookup(key)
 	if !ok {
 		return 0, nil
 	}
+	why := s.intern(string(reason))
 	n := 0
 	for _, sl := range (*from)[k] {
-		if s.revoke(s.rec(sl), reason, at) {
+		if s.revoke(s.rec(sl), why, when) {
 			n++
 		}
 	}
@@ -493,28 +549,29 @@ func (s *Store) Claim(ctx context.Context, now time.Time, max int, hold time.Dur
 	// Not truncated: the deadline must stay after now so that a lease
 	// claimed in this call is not seen again by the loop below.
 	deadline := now.Add(hold).UTC()
+	nowAt, deadlineAt := stampOf(now), stampOf(deadline)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []lease.Claim
 	for len(out) < max && len(s.due.slots) > 0 {
 		r := s.rec(s.due.slots[0])
-		if r.at.After(now) {
+		if r.at.compare(nowAt) > 0 {
 			break
 		}
-		if r.state != lease.StateRevoking {
+		if r.state != stRevoking {
 			r.prior = r.state
 		}
-		if r.revokeReason == "" {
-			if r.state == lease.StatePending {
-				r.revokeReason = lease.ReasonPendingTimeout
+		if r.revokeReason == 0 {
+			if r.state == stPending {
+				r.revokeReason = s.intern(string(lease.ReasonPendingTimeout))
 				r.revokeRequestedAt = r.dueAt
 			} else {
-				r.revokeReason = lease.ReasonExpired
+				r.revokeReason = s.intern(string(lease.ReasonExpired))
 			}
 		}
-		r.state = lease.StateRevoking
+		r.state = stRevoking
 		r.fence++
-		r.at = deadline
+		r.at = deadlineAt
 		s.due.fix(int(r.index))
 		out = append(out, lease.Claim{Lease: s.lease(r), Fence: r.fence, Deadline: deadline})
 	}
@@ -552,24 +609,24 @@ func (s *Store) Finish(ctx context.Context, c lease.Claim, out lease.Outcome) er
 	if r.fence != c.Fence {
 		return fmt.Errorf("memory: lease %s: fence %d, now %d: %w", id, c.Fence, r.fence, lease.ErrFenced)
 	}
-	if r.state != lease.StateRevoking {
+	if r.state != stRevoking {
 		return wrongState(id, r.state)
 	}
 	switch {
 	case out.Revoked:
-		r.state = lease.StateRevoked
+		r.state = stRevoked
 		r.revokedAt = ms(out.At)
 		s.due.remove(int(r.index))
 	case out.Irrevocable:
-		r.state = lease.StateIrrevocable
+		r.state = stIrrevocable
 		r.revokedAt = ms(out.At)
 		r.attempts++
-		r.lastError = out.Err
+		s.strs(r).lastError = out.Err
 		s.due.remove(int(r.index))
 	default:
 		r.state = r.prior
 		r.attempts++
-		r.lastError = out.Err
+		s.strs(r).lastError = out.Err
 		s.setDue(r, ms(out.RetryAt))
 	}
 	return nil
@@ -585,7 +642,7 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	if len(s.due.slots) == 0 {
 		return time.Time{}, false, nil
 	}
-	return s.rec(s.due.slots[0]).at, true, nil
+	return s.rec(s.due.slots[0]).at.time(), true, nil
 }
 
 // Len returns how many leases the store holds, in any state.
@@ -604,17 +661,17 @@ func (s *Store) get(id string) (*rec, error) {
 }
 
 // setDue sets DueAt and, unless the lease is held by a claim, its heap key.
-func (s *Store) setDue(r *rec, at time.Time) {
+func (s *Store) setDue(r *rec, at stamp) {
 	r.dueAt = at
-	if r.state == lease.StateRevoking {
+	if r.state == stRevoking {
 		return
 	}
 	r.at = at
 	s.due.fix(int(r.index))
 }
 
-func wrongState(id string, st lease.State) error {
-	return fmt.Errorf("memory: lease %s is %s: %w", id, st, lease.ErrWrongState)
+func wrongState(id string, st state) error {
+	return fmt.Errorf("memory: lease %s is %s: %w", id, st.State(), lease.ErrWrongState)
 }
 
 func live(ctx context.Context) error {
@@ -625,25 +682,25 @@ func live(ctx context.Context) error {
 }
 
 // ms keeps the precision every store keeps: whole milliseconds, in UTC.
-func ms(t time.Time) time.Time {
+func ms(t time.Time) stamp {
 	if t.IsZero() {
-		return t
+		return stamp{}
 	}
-	return t.Truncate(time.Millisecond).UTC()
+	return stampOf(t.Truncate(time.Millisecond))
 }
 
 // search finds id in slots (ascending id order) as slices.BinarySearch does.
 func (s *Store) search(slots []slot, id string) (int, bool) {
 	return slices.BinarySearchFunc(slots, id, func(n slot, id string) int {
-		return strings.Compare(s.rec(n).id, id)
+		return strings.Compare(s.id(n), id)
 	})
 }
 
 // insertSorted adds slot n to slots (ascending id order). Ids from
 // lease.NewID arrive nearly in order, so this is mostly an append.
 func (s *Store) insertSorted(slots []slot, n slot) []slot {
-	id := s.rec(n).id
-	if len(slots) == 0 || s.rec(slots[len(slots)-1]).id < id {
+	id := s.id(n)
+	if len(slots) == 0 || s.id(slots[len(slots)-1]) < id {
 		return append(slots, n)
 	}
 	i, _ := s.search(slots, id)
@@ -660,10 +717,10 @@ type dueHeap struct {
 
 func (h *dueHeap) less(i, j int) bool {
 	a, b := h.s.rec(h.slots[i]), h.s.rec(h.slots[j])
-	if c := a.at.Compare(b.at); c != 0 {
+	if c := a.at.compare(b.at); c != 0 {
 		return c < 0
 	}
-	return a.id < b.id
+	return h.s.strs(a).id < h.s.strs(b).id
 }
 
 func (h *dueHeap) swap(i, j int) {
