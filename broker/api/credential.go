@@ -290,12 +290,8 @@ func (s *Server) ListLeases(ctx context.Context, req *mayflyv1.ListLeasesRequest
 		return nil, err
 	}
 	q := lease.Query{Subject: p.ID, Entitlement: req.GetEntitlement(), PageSize: size, PageToken: req.GetPageToken()}
-	for i, st := range req.GetStates() {
-		ls, ok := leaseStateFromProto(st)
-		if !ok {
-			return nil, invalidArg("states", "element %d: %v is not a lease state", i, st)
-		}
-		q.States = append(q.States, ls)
+	if q.States, err = statesFromProto(req.GetStates()); err != nil {
+		return nil, err
 	}
 	leases, next, err := s.cfg.Store.List(ctx, q)
 	if err != nil {

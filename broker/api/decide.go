@@ -12,13 +12,8 @@ import (
 // the principal (dynamic grants, certifications, break-glass blocks,
 // entitlements held). If that state cannot be read, it fails closed.
 func (s *Server) decide(ctx context.Context, in policy.Input) (policy.Decision, error) {
-	if s.cfg.Access != nil {
-		st, err := s.cfg.Access.State(ctx, in.Principal)
-		if err != nil {
-			s.log.Warn("access state unavailable; refusing rather than deciding without it", "subject", in.Principal.ID, "error", err)
-			return policy.Decision{}, accessStatus(err)
-		}
-		st.Fill(&in)
+	if err := s.fillState(ctx, &in); err != nil {
+		return policy.Decision{}, err
 	}
 	d := s.cfg.Policy().Decide(in)
 	s.cfg.Metrics.Decision(d.Outcome.String())
@@ -26,6 +21,20 @@ func (s *Server) decide(ctx context.Context, in policy.Input) (policy.Decision, 
 		s.cfg.Access.RecordIssue(ctx, in, d)
 	}
 	return d, nil
+}
+
+// fillState adds to in what the access service knows about its principal.
+func (s *Server) fillState(ctx context.Context, in *policy.Input) error {
+	if s.cfg.Access == nil {
+		return nil
+	}
+	st, err := s.cfg.Access.State(ctx, in.Principal)
+	if err != nil {
+		s.log.Warn("access state unavailable; refusing rather than deciding without it", "subject", in.Principal.ID, "error", err)
+		return accessStatus(err)
+	}
+	st.Fill(in)
+	return nil
 }
 
 // recordEvery is how often the same issuance decision (subject,

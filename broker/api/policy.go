@@ -39,12 +39,8 @@ func (s *Server) Explain(ctx context.Context, req *mayflyv1.ExplainRequest) (*ma
 		}
 	}
 	in := policy.Input{Principal: subject, Entitlement: req.GetEntitlement(), TTL: ttl, Now: s.cfg.Now()}
-	if s.cfg.Access != nil {
-		st, err := s.cfg.Access.State(ctx, subject)
-		if err != nil {
-			return nil, accessStatus(err)
-		}
-		st.Fill(&in)
+	if err := s.fillState(ctx, &in); err != nil {
+		return nil, err
 	}
 	d := pol.Decide(in)
 	return &mayflyv1.ExplainResponse{Decision: decisionProto(subject.ID, req.GetEntitlement(), d)}, nil
