@@ -49,7 +49,7 @@ func testContext(t *testing.T) context.Context {
 func TestDialSVIDFiles(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	broker, addr := startTestBroker(t, pki, testBrokerID, nil)
+	broker, addr := startFakeBroker(t, pki, testBrokerID, nil)
 	certPath, keyPath, bundlePath := pki.writeFiles(t, pki.svid(t, testWorkloadID))
 
 	// Default authorisation: any member of the client's trust domain.
@@ -73,7 +73,7 @@ func TestDialSVIDFiles(t *testing.T) {
 func TestDialSVIDFilesRotation(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	_, addr := startTestBroker(t, pki, testBrokerID, nil)
+	_, addr := startFakeBroker(t, pki, testBrokerID, nil)
 	certPath, keyPath, bundlePath := pki.writeFiles(t, pki.svid(t, testWorkloadID))
 
 	src, err := newFileSource(certPath, keyPath, bundlePath)
@@ -129,7 +129,7 @@ func TestDialSVIDFilesMissing(t *testing.T) {
 func TestDialX509Source(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	_, addr := startTestBroker(t, pki, testBrokerID, nil)
+	_, addr := startFakeBroker(t, pki, testBrokerID, nil)
 	c := dialTestClient(t, pki, addr)
 	if _, err := c.Issue(testContext(t), "orders-db-ro"); err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func (f *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc
 func TestDialWorkloadAPI(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	_, addr := startTestBroker(t, pki, testBrokerID, nil)
+	_, addr := startFakeBroker(t, pki, testBrokerID, nil)
 
 	svid := pki.svid(t, testWorkloadID)
 	certDER, keyDER, err := svid.MarshalRaw()
@@ -245,7 +245,7 @@ func TestWrongBrokerRefused(t *testing.T) {
 		{"broker of another trust domain", other, "spiffe://other.org/mayfly/broker", nil, "authentication handshake failed: x509svid: could not get X509 bundle"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			broker, addr := startTestBroker(t, tc.serverPKI, tc.serverID, nil)
+			broker, addr := startFakeBroker(t, tc.serverPKI, tc.serverID, nil)
 			c := dialTestClient(t, pki, addr, tc.clientOpts...)
 			_, err := c.Issue(testContext(t), "orders-db-ro")
 			if status.Code(err) != codes.Unavailable {
@@ -311,7 +311,7 @@ func TestIssueMapsEveryField(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			broker, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+			broker, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 				b.now = func() time.Time { return issued }
 				b.defaultTTL = 15 * time.Minute
 				b.maxTTL = time.Hour
@@ -357,7 +357,7 @@ func diffFields(a, b Credential) []string {
 func TestIssueRetriesWithSameRequestID(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	broker, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+	broker, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 		b.loseIssue = 2 // the lease is minted, but the first two responses are lost
 	})
 	c := dialTestClient(t, pki, addr)
@@ -394,7 +394,7 @@ func TestIssueRetriesWithSameRequestID(t *testing.T) {
 func TestIssueErrorsKeepStatus(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	broker, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+	broker, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 		b.failIssue = []codes.Code{codes.PermissionDenied}
 	})
 	c := dialTestClient(t, pki, addr)
@@ -416,7 +416,7 @@ func TestIssueErrorsKeepStatus(t *testing.T) {
 	}
 
 	// Unavailable is retried, but not forever.
-	broker.set(func(b *testBroker) {
+	broker.set(func(b *fakeBroker) {
 		b.failIssue = []codes.Code{codes.Unavailable, codes.Unavailable, codes.Unavailable, codes.Unavailable, codes.Unavailable}
 	})
 	_, err = c.Issue(testContext(t), "orders-db-ro")
@@ -445,7 +445,7 @@ func TestIssueErrorsKeepStatus(t *testing.T) {
 func TestRenewRevokeAndList(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	broker, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+	broker, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 		b.maxTTL = 2 * time.Minute
 	})
 	c := dialTestClient(t, pki, addr)
@@ -466,7 +466,7 @@ func TestRenewRevokeAndList(t *testing.T) {
 		t.Errorf("renew asked for %v, want 1h", got)
 	}
 
-	broker.set(func(b *testBroker) { b.renewNewValue = true })
+	broker.set(func(b *fakeBroker) { b.renewNewValue = true })
 	r, err = c.Renew(ctx, cred.Lease.ID, 0)
 	if err != nil {
 		t.Fatal(err)

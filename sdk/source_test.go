@@ -77,7 +77,7 @@ func TestSourceRenewsAtTwoThirds(t *testing.T) {
 	t.Parallel()
 	const ttl = 1500 * time.Millisecond
 	pki := newTestPKI(t, testTrustDomain)
-	broker, addr := startTestBroker(t, pki, testBrokerID, nil)
+	broker, addr := startFakeBroker(t, pki, testBrokerID, nil)
 	c := dialTestClient(t, pki, addr)
 	src := newTestSource(t, c, WithTTL(ttl))
 
@@ -117,11 +117,11 @@ var fakeStart = time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 // startFakeSource starts a broker and a source that share a fake clock, with
 // jitter switched off (rand fixed at 0.5), a 60s default TTL, and the
 // source's default backoffs.
-func startFakeSource(t *testing.T, configure func(*testBroker)) (*testBroker, *CredentialSource, *fakeClock) {
+func startFakeSource(t *testing.T, configure func(*fakeBroker)) (*fakeBroker, *CredentialSource, *fakeClock) {
 	t.Helper()
 	clk := newFakeClock(fakeStart)
 	pki := newTestPKI(t, testTrustDomain)
-	broker, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+	broker, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 		b.now = clk.Now
 		b.defaultTTL = time.Minute
 		if configure != nil {
@@ -163,7 +163,7 @@ func (c *fakeClock) expectSleep(t *testing.T, want time.Duration) {
 
 func TestSourceSwitchesToRenewedValue(t *testing.T) {
 	t.Parallel()
-	_, src, clk := startFakeSource(t, func(b *testBroker) { b.renewNewValue = true })
+	_, src, clk := startFakeSource(t, func(b *fakeBroker) { b.renewNewValue = true })
 	first := src.Current()
 
 	clk.expectSleep(t, 40*time.Second) // two thirds of 60s
@@ -188,7 +188,7 @@ func TestSourceSwitchesToRenewedValue(t *testing.T) {
 
 func TestSourceReplacesLeaseBeforeHardEnd(t *testing.T) {
 	t.Parallel()
-	broker, src, clk := startFakeSource(t, func(b *testBroker) { b.maxTTL = 100 * time.Second })
+	broker, src, clk := startFakeSource(t, func(b *fakeBroker) { b.maxTTL = 100 * time.Second })
 	first := src.Current()
 
 	// At 40s the hard end is still a full TTL away: renew (clamped to it).
@@ -249,7 +249,7 @@ func TestSourceReplacesRevokedLease(t *testing.T) {
 
 func TestSourceReplacesUnrenewableLease(t *testing.T) {
 	t.Parallel()
-	broker, src, clk := startFakeSource(t, func(b *testBroker) { b.notRenewable = true })
+	broker, src, clk := startFakeSource(t, func(b *fakeBroker) { b.notRenewable = true })
 	first := src.Current()
 
 	clk.expectSleep(t, 40*time.Second)
@@ -271,7 +271,7 @@ func TestSourceReplacesUnrenewableLease(t *testing.T) {
 
 func TestSourceRetriesTransientFailures(t *testing.T) {
 	t.Parallel()
-	broker, src, clk := startFakeSource(t, func(b *testBroker) {
+	broker, src, clk := startFakeSource(t, func(b *fakeBroker) {
 		b.failRenew = []codes.Code{codes.Unavailable, codes.DeadlineExceeded, codes.Unavailable,
 			codes.Unavailable, codes.Unavailable, codes.Unavailable, codes.Unavailable}
 	})
@@ -305,7 +305,7 @@ func TestSourceRetriesTransientFailures(t *testing.T) {
 
 func TestSourceRetriesPermanentFailuresSlowly(t *testing.T) {
 	t.Parallel()
-	_, src, clk := startFakeSource(t, func(b *testBroker) {
+	_, src, clk := startFakeSource(t, func(b *fakeBroker) {
 		b.failRenew = []codes.Code{codes.PermissionDenied}
 	})
 	first := src.Current()
@@ -326,7 +326,7 @@ func TestSourceFirstCredential(t *testing.T) {
 	pki := newTestPKI(t, testTrustDomain)
 
 	t.Run("permanent error returns at once", func(t *testing.T) {
-		broker, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+		broker, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 			b.failIssue = []codes.Code{codes.PermissionDenied}
 		})
 		c := dialTestClient(t, pki, addr)
@@ -341,7 +341,7 @@ func TestSourceFirstCredential(t *testing.T) {
 	})
 
 	t.Run("transient errors are retried with one request id", func(t *testing.T) {
-		broker, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+		broker, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 			b.failIssue = []codes.Code{codes.Unavailable}
 			b.loseIssue = 1
 		})
@@ -374,7 +374,7 @@ func TestSourceFirstCredential(t *testing.T) {
 
 	t.Run("context ends", func(t *testing.T) {
 		clk := newFakeClock(fakeStart)
-		_, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+		_, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 			b.failIssue = []codes.Code{codes.Unavailable, codes.Unavailable}
 		})
 		c := dialTestClient(t, pki, addr)
@@ -416,7 +416,7 @@ func TestSourceCurrentNeverExpired(t *testing.T) {
 		t.Fatalf("first renewal scheduled in %v, want 40s", d)
 	}
 	gate := make(chan struct{})
-	broker.set(func(b *testBroker) { b.gate = gate })
+	broker.set(func(b *fakeBroker) { b.gate = gate })
 	clk.Advance(40 * time.Second) // the renewal starts and hangs at the broker
 	if src.Current() != first {
 		t.Fatal("Current() changed before anything happened")
@@ -450,7 +450,7 @@ func TestSourceCurrentNeverExpired(t *testing.T) {
 func TestSourceClose(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	broker, addr := startTestBroker(t, pki, testBrokerID, nil)
+	broker, addr := startFakeBroker(t, pki, testBrokerID, nil)
 	c := dialTestClient(t, pki, addr)
 	src := newTestSource(t, c)
 	lease := src.Current().Lease
@@ -481,7 +481,7 @@ func TestSourceClose(t *testing.T) {
 func TestSourceCloseReportsRevokeFailure(t *testing.T) {
 	t.Parallel()
 	pki := newTestPKI(t, testTrustDomain)
-	_, addr := startTestBroker(t, pki, testBrokerID, nil)
+	_, addr := startFakeBroker(t, pki, testBrokerID, nil)
 	c := dialTestClient(t, pki, addr)
 	src := newTestSource(t, c)
 	id := src.Current().Lease.ID
@@ -499,7 +499,7 @@ func TestSourceCloseReportsRevokeFailure(t *testing.T) {
 func TestSourceNoGoroutineLeak(t *testing.T) {
 	clk := newFakeClock(fakeStart)
 	pki := newTestPKI(t, testTrustDomain)
-	broker, addr := startTestBroker(t, pki, testBrokerID, func(b *testBroker) {
+	broker, addr := startFakeBroker(t, pki, testBrokerID, func(b *fakeBroker) {
 		b.now = clk.Now
 		b.renewNewValue = true
 	})

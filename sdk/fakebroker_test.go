@@ -35,7 +35,7 @@ import (
 )
 
 // This file holds the test doubles: a tiny SPIFFE CA (testPKI) and a fake
-// broker (testBroker) that implements CredentialService over real mTLS. The
+// broker (fakeBroker) that implements CredentialService over real mTLS. The
 // real broker lives in broker/, which the SDK must not import.
 
 const (
@@ -142,7 +142,7 @@ func (p *testPKI) writeFiles(t *testing.T, svid *x509svid.SVID) (certPath, keyPa
 	return certPath, keyPath, bundlePath
 }
 
-// brokerCall is one RPC seen by the testBroker.
+// brokerCall is one RPC seen by the fakeBroker.
 type brokerCall struct {
 	method    string // "issue", "renew", "revoke", "get", "list"
 	at        time.Time
@@ -152,10 +152,10 @@ type brokerCall struct {
 	subject   string
 }
 
-// testBroker is a fake CredentialService with controllable behaviour. It
+// fakeBroker is a fake CredentialService with controllable behaviour. It
 // keeps leases in memory and hands out JWT-shaped tokens
 // "token-<lease>-<version>" unless credential is set.
-type testBroker struct {
+type fakeBroker struct {
 	mayflyv1.UnimplementedCredentialServiceServer
 
 	now func() time.Time // the broker's clock
@@ -185,11 +185,11 @@ type testLease struct {
 	version int // credential value version, bumped by renewals with a new value
 }
 
-// startTestBroker serves a testBroker over mTLS with the SVID brokerID,
+// startFakeBroker serves a fakeBroker over mTLS with the SVID brokerID,
 // accepting clients of pki's trust domain. configure runs before serving.
-func startTestBroker(t *testing.T, pki *testPKI, brokerID string, configure func(*testBroker)) (*testBroker, string) {
+func startFakeBroker(t *testing.T, pki *testPKI, brokerID string, configure func(*fakeBroker)) (*fakeBroker, string) {
 	t.Helper()
-	b := &testBroker{
+	b := &fakeBroker{
 		now:        time.Now,
 		defaultTTL: time.Minute,
 		leases:     map[string]*testLease{},
@@ -238,13 +238,13 @@ func pop(queue *[]codes.Code) codes.Code {
 	return c
 }
 
-func (b *testBroker) record(c brokerCall) {
+func (b *fakeBroker) record(c brokerCall) {
 	c.at = time.Now()
 	b.calls = append(b.calls, c)
 }
 
 // callsOf returns the recorded calls of one method.
-func (b *testBroker) callsOf(method string) []brokerCall {
+func (b *fakeBroker) callsOf(method string) []brokerCall {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []brokerCall
@@ -257,7 +257,7 @@ func (b *testBroker) callsOf(method string) []brokerCall {
 }
 
 // lease returns a copy of a lease as the broker sees it.
-func (b *testBroker) lease(id string) *mayflyv1.Lease {
+func (b *fakeBroker) lease(id string) *mayflyv1.Lease {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if l, ok := b.leases[id]; ok {
@@ -267,14 +267,14 @@ func (b *testBroker) lease(id string) *mayflyv1.Lease {
 }
 
 // leaseCount is how many leases were minted.
-func (b *testBroker) leaseCount() int {
+func (b *fakeBroker) leaseCount() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.order)
 }
 
 // revokeBehindBack revokes a lease as an operator's kill switch would.
-func (b *testBroker) revokeBehindBack(id string) {
+func (b *fakeBroker) revokeBehindBack(id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	l := b.leases[id].lease
@@ -284,7 +284,7 @@ func (b *testBroker) revokeBehindBack(id string) {
 }
 
 // set changes behaviour under the lock.
-func (b *testBroker) set(f func(b *testBroker)) {
+func (b *fakeBroker) set(f func(b *fakeBroker)) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f(b)
@@ -294,7 +294,7 @@ func cloneLease(l *mayflyv1.Lease) *mayflyv1.Lease {
 	return proto.Clone(l).(*mayflyv1.Lease)
 }
 
-func (b *testBroker) credentialFor(l *testLease) *mayflyv1.Credential {
+func (b *fakeBroker) credentialFor(l *testLease) *mayflyv1.Credential {
 	if b.credential != nil {
 		return b.credential(l.lease.Id, l.version)
 	}
@@ -308,7 +308,7 @@ func (b *testBroker) credentialFor(l *testLease) *mayflyv1.Credential {
 }
 
 // waitGate holds a call while the gate is set and not yet closed.
-func (b *testBroker) waitGate(ctx context.Context) error {
+func (b *fakeBroker) waitGate(ctx context.Context) error {
 	b.mu.Lock()
 	gate := b.gate
 	b.mu.Unlock()
@@ -323,7 +323,7 @@ func (b *testBroker) waitGate(ctx context.Context) error {
 	}
 }
 
-func (b *testBroker) IssueCredential(ctx context.Context, req *mayflyv1.IssueCredentialRequest) (*mayflyv1.IssueCredentialResponse, error) {
+func (b *fakeBroker) IssueCredential(ctx context.Context, req *mayflyv1.IssueCredentialRequest) (*mayflyv1.IssueCredentialResponse, error) {
 	subject, err := peerSubject(ctx)
 	if err != nil {
 		return nil, err
@@ -391,7 +391,7 @@ func (b *testBroker) IssueCredential(ctx context.Context, req *mayflyv1.IssueCre
 	}, nil
 }
 
-func (b *testBroker) RenewLease(ctx context.Context, req *mayflyv1.RenewLeaseRequest) (*mayflyv1.RenewLeaseResponse, error) {
+func (b *fakeBroker) RenewLease(ctx context.Context, req *mayflyv1.RenewLeaseRequest) (*mayflyv1.RenewLeaseResponse, error) {
 	subject, err := peerSubject(ctx)
 	if err != nil {
 		return nil, err
@@ -436,7 +436,7 @@ func (b *testBroker) RenewLease(ctx context.Context, req *mayflyv1.RenewLeaseReq
 	return resp, nil
 }
 
-func (b *testBroker) RevokeLease(ctx context.Context, req *mayflyv1.RevokeLeaseRequest) (*mayflyv1.RevokeLeaseResponse, error) {
+func (b *fakeBroker) RevokeLease(ctx context.Context, req *mayflyv1.RevokeLeaseRequest) (*mayflyv1.RevokeLeaseResponse, error) {
 	subject, err := peerSubject(ctx)
 	if err != nil {
 		return nil, err
@@ -456,7 +456,7 @@ func (b *testBroker) RevokeLease(ctx context.Context, req *mayflyv1.RevokeLeaseR
 	return &mayflyv1.RevokeLeaseResponse{Lease: cloneLease(tl.lease)}, nil
 }
 
-func (b *testBroker) GetLease(ctx context.Context, req *mayflyv1.GetLeaseRequest) (*mayflyv1.GetLeaseResponse, error) {
+func (b *fakeBroker) GetLease(ctx context.Context, req *mayflyv1.GetLeaseRequest) (*mayflyv1.GetLeaseResponse, error) {
 	subject, err := peerSubject(ctx)
 	if err != nil {
 		return nil, err
@@ -471,7 +471,7 @@ func (b *testBroker) GetLease(ctx context.Context, req *mayflyv1.GetLeaseRequest
 	return &mayflyv1.GetLeaseResponse{Lease: cloneLease(tl.lease)}, nil
 }
 
-func (b *testBroker) ListLeases(ctx context.Context, req *mayflyv1.ListLeasesRequest) (*mayflyv1.ListLeasesResponse, error) {
+func (b *fakeBroker) ListLeases(ctx context.Context, req *mayflyv1.ListLeasesRequest) (*mayflyv1.ListLeasesResponse, error) {
 	subject, err := peerSubject(ctx)
 	if err != nil {
 		return nil, err
