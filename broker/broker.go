@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,14 +21,18 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
 
 	"github.com/mayflyhq/mayfly/broker/access"
 	accessmemory "github.com/mayflyhq/mayfly/broker/access/memory"
 	"github.com/mayflyhq/mayfly/broker/api"
+	"github.com/mayflyhq/mayfly/broker/audit"
 	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
@@ -91,6 +96,22 @@ type Config struct {
 	// callbacks are filled in by New.
 	Revoker revoker.Config
 
+	// Audit is the audit trail (nil: none). The broker owns it from New:
+	// it runs its background work and closes it when Run returns.
+	// Issuance, renewal and every access action are refused while it
+	// cannot record them; revocations and refusals are kept and recorded
+	// when it is back.
+	Audit *audit.Log
+	// QuotaRate and QuotaBurst limit each caller identity to QuotaRate
+	// calls a second with bursts of QuotaBurst (ResourceExhausted past
+	// it). QuotaRate 0: no quota.
+	QuotaRate  float64
+	QuotaBurst int
+	// StatsInterval is how often the gauges of leases by state, overdue
+	// revocations, pending requests and overdue reviews are refreshed
+	// (default 15s).
+	StatsInterval time.Duration
+
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// Registry receives the broker's metrics (default: a new registry).
@@ -104,6 +125,7 @@ type Broker struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics.Metrics
+	audit   *auditor
 	policy  *policy.Holder
 	jwt     *jwt.Issuer
 	issuers map[string]issuer.Issuer
@@ -145,6 +167,10 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger.With("component", "broker")}
 	b.metrics = metrics.New(cfg.Registry)
+	b.audit = newAuditor(cfg.Audit, cfg.Logger, b.metrics, cfg.Now)
+	if cfg.StatsInterval <= 0 {
+		b.cfg.StatsInterval = 15 * time.Second
+	}
 
 	if cfg.JWT.Logger == nil {
 		cfg.JWT.Logger = cfg.Logger
@@ -166,6 +192,11 @@ func New(cfg Config) (*Broker, error) {
 	}
 	b.policy, err = policy.NewHolder(cfg.PolicyPath, policy.Options{Issuers: decoders}, cfg.Logger, func(p *policy.Policy, err error) {
 		b.metrics.PolicyReload(err, cfg.Now())
+		digest := ""
+		if p != nil {
+			digest = p.Digest
+		}
+		b.audit.Record(audit.PolicyReloaded(digest, err))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
@@ -180,9 +211,15 @@ func New(cfg Config) (*Broker, error) {
 	rc.Issuers = func(name string) (issuer.Issuer, bool) { i, ok := b.issuers[name]; return i, ok }
 	rc.Now = cfg.Now
 	rc.Logger = cfg.Logger
-	rc.OnRevoked = func(l *lease.Lease, lag time.Duration) { b.metrics.Revoked(string(l.RevokeReason), lag) }
+	rc.OnRevoked = func(l *lease.Lease, lag time.Duration) {
+		b.metrics.Revoked(string(l.RevokeReason), lag)
+		b.audit.Record(audit.LeaseRevoked(l))
+	}
 	rc.OnRetry = func(*lease.Lease, error) { b.metrics.Retry() }
-	rc.OnIrrevocable = func(*lease.Lease, error) { b.metrics.Irrevocable() }
+	rc.OnIrrevocable = func(l *lease.Lease, _ error) {
+		b.metrics.Irrevocable()
+		b.audit.Record(audit.LeaseIrrevocable(l))
+	}
 	if b.revoker, err = revoker.New(rc); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -200,6 +237,7 @@ func New(cfg Config) (*Broker, error) {
 		Now:            cfg.Now,
 		Logger:         cfg.Logger,
 		Metrics:        b.metrics,
+		Audit:          b.audit,
 		PendingTimeout: cfg.PendingTimeout,
 	})
 	if err != nil {
@@ -215,10 +253,11 @@ func New(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	icept := []api.InterceptorOption{api.OnRefused(b.refused), api.WithQuota(api.NewQuota(cfg.QuotaRate, cfg.QuotaBurst, cfg.Now))}
 	b.grpc = grpc.NewServer(
 		grpc.Creds(authn.ServerCredentials(cfg.SVIDs, cfg.Bundles)),
-		grpc.ChainUnaryInterceptor(api.UnaryInterceptor(authenticator, cfg.Logger)),
-		grpc.ChainStreamInterceptor(api.StreamInterceptor(authenticator, cfg.Logger)),
+		grpc.ChainUnaryInterceptor(api.UnaryInterceptor(authenticator, cfg.Logger, icept...)),
+		grpc.ChainStreamInterceptor(api.StreamInterceptor(authenticator, cfg.Logger, icept...)),
 		grpc.MaxRecvMsgSize(1<<20),
 		// Reuse warm handler goroutines instead of growing a fresh stack
 		// for every call; grpc still spawns more when all are busy.
@@ -237,6 +276,9 @@ func New(cfg Config) (*Broker, error) {
 	b.api.Register(b.grpc)
 	b.health = health.NewServer()
 	healthpb.RegisterHealthServer(b.grpc, b.health)
+	// Reflection, for grpcurl and friends; it answers authenticated
+	// callers only, like every other service but health.
+	reflection.Register(b.grpc)
 
 	if err := b.listen(); err != nil {
 		b.closeListeners()
@@ -278,6 +320,8 @@ func (b *Broker) newAccess() error {
 			return grantUsage(ctx, ls, grantID, b.cfg.Now())
 		},
 		Notify: sender.Send,
+		Audit:  b.audit.accessEvents,
+		Gate:   b.audit.Ready,
 		Now:    b.cfg.Now,
 		Logger: b.cfg.Logger,
 	})
@@ -497,6 +541,10 @@ func (b *Broker) Run(ctx context.Context) error {
 	task("revoker", b.revoker.Run)
 	task("jwt-keys", b.jwt.Run)
 	task("access", b.access.Run)
+	task("stats", b.runStats)
+	if b.audit != nil {
+		task("audit", b.audit.Run)
+	}
 	for _, iss := range b.cfg.Issuers {
 		// Backends with background work (Vault keeps its own token alive).
 		if r, ok := iss.(interface{ Run(context.Context) error }); ok {
@@ -535,10 +583,78 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.log.Info("broker serving", "grpc", b.GRPCAddr().String(), "https", addrString(b.HTTPAddr()), "metrics", addrString(b.MetricsAddr()))
 	<-ctx.Done()
 	wg.Wait()
+	// Every call and revocation has ended: the audit trail gets their
+	// events and a last checkpoint.
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	if err := b.audit.Close(cctx); err != nil {
+		b.log.Error("closing the audit trail", "error", err)
+	}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// refused records a call refused before its handler ran.
+func (b *Broker) refused(method string, p *authn.Principal, err error) {
+	code := status.Code(err)
+	label := strings.ToLower(code.String())
+	if code == codes.ResourceExhausted {
+		label = "resource_exhausted"
+	}
+	b.metrics.Refused(label)
+	e := audit.Event{Type: audit.TypeCallRefused, Outcome: label, Fields: map[string]string{"method": method, "error": status.Convert(err).Message()}}
+	if p != nil {
+		e.Actor, e.Subject = p.ID, p.ID
+	}
+	b.audit.Record(e)
+}
+
+// ReportStoreDataLoss is for the lease store to call when it finds it
+// has lost its data (Redis flushed, or restarted without persistence):
+// the leases of credentials minted before are gone, so those credentials
+// end only at their native expiry. It raises the alert metric, logs, and
+// records it in the audit trail.
+func (b *Broker) ReportStoreDataLoss(detail string) {
+	b.metrics.StoreDataLoss()
+	b.log.Error("the lease store lost its data: credentials issued before end only at their native expiry", "detail", detail)
+	b.audit.Record(audit.Event{Type: audit.TypeStoreDataLoss, Outcome: "detected", Fields: map[string]string{"detail": detail}})
+}
+
+// runStats refreshes the gauges that need counting: leases by state,
+// overdue revocations (more than 2 s late), pending requests and overdue
+// reviews.
+func (b *Broker) runStats(ctx context.Context) error {
+	t := time.NewTicker(b.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		b.refreshStats(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (b *Broker) refreshStats(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.StatsInterval)
+	defer cancel()
+	if c, ok := b.cfg.Store.(lease.Counter); ok {
+		n, err := c.Count(ctx, b.cfg.Now().Add(-2*time.Second))
+		if err != nil {
+			b.log.Warn("cannot count leases for metrics", "error", err)
+		} else {
+			b.metrics.Leases(n.Pending, n.Active, n.Revoking, n.Overdue)
+		}
+	}
+	pending, overdue, err := b.access.Stats(ctx)
+	if err != nil {
+		b.log.Warn("cannot count requests and reviews for metrics", "error", err)
+		return
+	}
+	b.metrics.Access(pending, overdue)
 }
 
 func serveHTTP(ctx context.Context, srv *http.Server, serve func() error) error {

@@ -48,6 +48,9 @@ var (
 	// ErrForbidden: the caller may see the record but not do this to it
 	// (cancelling someone else's request).
 	ErrForbidden = errors.New("access: not permitted")
+	// ErrUnavailable: the action could not be audited (Config.Gate
+	// refused), so nothing was changed.
+	ErrUnavailable = errors.New("access: audit trail unavailable")
 )
 
 // DeniedError is a refusal with the policy's reasons. Err is the sentinel

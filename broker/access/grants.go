@@ -158,6 +158,9 @@ func (s *Service) listGrants(ctx context.Context, q GrantQuery) ([]*Grant, error
 // hear of the use at once. A refusal is a *DeniedError (ErrDenied, or
 // ErrInvalid without a reason); it is recorded like the use.
 func (s *Service) BreakGlass(ctx context.Context, pr authn.Principal, entitlement string, ttl time.Duration, reason string) (*Grant, error) {
+	if err := s.gate(ctx); err != nil {
+		return nil, err
+	}
 	p := s.cfg.Policy()
 	now := s.now()
 	st, err := s.State(ctx, pr)
@@ -291,6 +294,9 @@ func (s *Service) getGrant(ctx context.Context, id string) (*Grant, error) {
 // but not revoke; ErrClosed if it already ended. If revoking the leases
 // fails, the grant stays revoked (it gives nothing) and Run retries.
 func (s *Service) RevokeGrant(ctx context.Context, by authn.Principal, id, reason string) (*Grant, int, error) {
+	if err := s.gate(ctx); err != nil {
+		return nil, 0, err
+	}
 	for attempt := 0; ; attempt++ {
 		p := s.cfg.Policy()
 		now := s.now()
@@ -354,6 +360,9 @@ func (s *Service) revokeLeases(ctx context.Context, g *Grant) (int, *Grant, erro
 // any identity): ErrSelfApproval. ErrNotApprover for anyone else,
 // ErrNotFound if not a break-glass grant, ErrAlreadyDecided if reviewed.
 func (s *Service) CompleteBreakGlassReview(ctx context.Context, reviewer authn.Principal, grantID, comment string) (*Grant, error) {
+	if err := s.gate(ctx); err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
 		p := s.cfg.Policy()
 		now := s.now()
@@ -486,6 +495,9 @@ func (s *Service) ListReviews(ctx context.Context, owner authn.Principal) ([]Rev
 // owner or an admin may (ErrNotApprover otherwise), never the grant's own
 // subject (ErrSelfApproval). ErrNotFound for an unknown standing grant id.
 func (s *Service) Certify(ctx context.Context, owner authn.Principal, grantID string, decision CertifyDecision, comment string) (*Certification, error) {
+	if err := s.gate(ctx); err != nil {
+		return nil, err
+	}
 	p := s.cfg.Policy()
 	now := s.now()
 	rec := &DecisionRecord{Action: ActionCertify, Actor: owner.ID, GrantID: grantID, Outcome: OutcomeRefused}

@@ -299,3 +299,46 @@ func containsStr(list []string, s string) bool {
 	}
 	return false
 }
+
+// Stats counts what operators watch: requests waiting for approval, and
+// reviews past their deadline (standing grants that lapsed for want of
+// certification, break-glass uses whose review is overdue).
+func (s *Service) Stats(ctx context.Context) (pending, overdueReviews int, err error) {
+	p := s.cfg.Policy()
+	now := s.now()
+	q := RequestQuery{States: []RequestState{RequestPending}, Limit: MaxLimit}
+	for {
+		page, err := s.store.ListRequests(ctx, q)
+		if err != nil {
+			return 0, 0, fmt.Errorf("access: list pending requests: %w", err)
+		}
+		for _, r := range page {
+			if now.Before(r.ExpiresAt) {
+				pending++
+			}
+		}
+		if len(page) < q.Limit {
+			break
+		}
+		q.After = page[len(page)-1].ID
+	}
+	certified, err := s.certified(ctx, p, now)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, it := range p.Reviews(certified, now) {
+		if it.Lapsed && !it.Revoked {
+			overdueReviews++
+		}
+	}
+	bgs, err := s.listGrants(ctx, GrantQuery{Kind: policy.GrantBreakGlass})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, g := range bgs {
+		if g.ReviewOverdue(now) {
+			overdueReviews++
+		}
+	}
+	return pending, overdueReviews, nil
+}

@@ -41,6 +41,17 @@ type Config struct {
 	// events one by one; a failure is logged, never retried here (the
 	// sender retries).
 	Notify func(ctx context.Context, targets []string, ev notify.Event) error
+	// Audit, if set, hears of every decision record once it is stored
+	// (AuditEvents turns one into audit events). It must not block: the
+	// broker queues what its audit log cannot take at once.
+	Audit func(ctx context.Context, rec *DecisionRecord)
+	// Gate, if set, is asked before every action a caller takes (create,
+	// review, cancel, break-glass, revoke, review, certify); an error
+	// refuses the action with ErrUnavailable before anything changes. The
+	// broker wires it to its audit log, so nothing happens that could not
+	// be audited. Background work (expiry, ends, lapses) is never gated:
+	// ending access is always allowed.
+	Gate func(ctx context.Context) error
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Logger is the logger; slog.Default if nil. Secrets never reach it.
@@ -154,6 +165,9 @@ func snapshot(pr authn.Principal) authn.Principal {
 // approved at once and its grant created; otherwise the request waits,
 // and the entitlement's webhooks hear of it. Every outcome is recorded.
 func (s *Service) Create(ctx context.Context, pr authn.Principal, spec RequestSpec) (*Request, error) {
+	if err := s.gate(ctx); err != nil {
+		return nil, err
+	}
 	p := s.cfg.Policy()
 	now := s.now()
 	st, err := s.State(ctx, pr)
@@ -242,6 +256,9 @@ func (s *Service) approve(ctx context.Context, r *Request, now time.Time) (*Requ
 // Concurrent reviews are safe: each is decided against the latest stored
 // request, so one approver counts once however many calls race.
 func (s *Service) Review(ctx context.Context, approver authn.Principal, id string, approve bool, comment, digest string) (*Request, error) {
+	if err := s.gate(ctx); err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
 		r, err := s.review(ctx, approver, id, approve, comment, digest)
 		if !errors.Is(err, ErrConflict) || attempt == maxAttempts-1 {
@@ -363,6 +380,9 @@ func (s *Service) review(ctx context.Context, approver authn.Principal, id strin
 // identity they hold). ErrNotFound if the caller may not see it,
 // ErrForbidden if it may see but not cancel it, ErrClosed if not pending.
 func (s *Service) Cancel(ctx context.Context, pr authn.Principal, id string) (*Request, error) {
+	if err := s.gate(ctx); err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
 		p := s.cfg.Policy()
 		now := s.now()
@@ -574,6 +594,9 @@ func (s *Service) record(ctx context.Context, p *policy.Policy, rec *DecisionRec
 	}
 	if err := s.store.AppendRecord(ctx, rec); err != nil {
 		s.logger.Error("cannot store decision record", "action", rec.Action, "actor", rec.Actor, "error", err.Error())
+	}
+	if s.cfg.Audit != nil {
+		s.cfg.Audit(ctx, rec)
 	}
 }
 

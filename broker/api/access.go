@@ -32,6 +32,8 @@ func accessStatus(err error) error {
 	switch {
 	case errors.Is(err, access.ErrNotFound):
 		return status.Error(codes.NotFound, "not found")
+	case errors.Is(err, access.ErrUnavailable):
+		return status.Error(codes.Unavailable, "the audit trail is unavailable, so nothing was changed; retry later")
 	case errors.Is(err, access.ErrInvalid):
 		code, msg = codes.InvalidArgument, strings.TrimPrefix(err.Error(), "access: ")
 	case errors.Is(err, access.ErrSelfApproval):

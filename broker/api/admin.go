@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/mayflyhq/mayfly/broker/audit"
 	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/lease"
@@ -66,6 +68,12 @@ func (s *Server) RevokeBySelector(ctx context.Context, req *mayflyv1.RevokeBySel
 	if n > 0 {
 		s.cfg.Wake()
 	}
+	kill := audit.Event{Type: audit.TypeLeaseRevokeRequested, Actor: p.ID, Subject: sel.Subject, Entitlement: sel.Entitlement,
+		GrantID: sel.GrantID, How: string(lease.ReasonKillSwitch), Fields: map[string]string{"revoked": strconv.Itoa(n)}}
+	if r := req.GetReason(); r != "" {
+		kill.Fields["reason"] = r
+	}
+	s.cfg.Audit.Record(kill)
 	s.log.Warn("kill switch", "by", p.ID, "subject", sel.Subject, "entitlement", sel.Entitlement, "grant", sel.GrantID, "reason", req.GetReason(), "revoked", n)
 	resp := &mayflyv1.RevokeBySelectorResponse{Revoked: int32(n)}
 	if sel.Entitlement != "" {

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/mayflyhq/mayfly/broker/audit"
 	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/lease"
@@ -61,6 +62,7 @@ func (s *Server) issue(ctx context.Context, req *mayflyv1.IssueCredentialRequest
 		return nil, err
 	}
 	if d.Outcome != policy.Allow {
+		s.cfg.Audit.Record(decisionEvent(s.cfg.Policy().Digest, p.ID, req.GetEntitlement(), d))
 		return nil, denied(d)
 	}
 	ent := d.Entitlement
@@ -85,6 +87,13 @@ func (s *Server) issue(ctx context.Context, req *mayflyv1.IssueCredentialRequest
 		Renewable:       d.HardEnd.After(d.ExpiresAt),
 		Revocable:       revocable,
 		RevocableReason: why,
+	}
+	// Audit before acting: a decision that cannot be recorded mints nothing.
+	dev := decisionEvent(s.cfg.Policy().Digest, p.ID, ent.Name, d)
+	dev.LeaseID = l.ID
+	if err := s.cfg.Audit.Must(ctx, dev); err != nil {
+		s.log.Error("audit trail unavailable; nothing issued", "entitlement", ent.Name, "error", err)
+		return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, so nothing was issued; retry later")
 	}
 	existing, err := s.cfg.Store.Create(ctx, l)
 	if errors.Is(err, lease.ErrDuplicate) {
@@ -114,6 +123,7 @@ func (s *Server) issue(ctx context.Context, req *mayflyv1.IssueCredentialRequest
 		s.abandon(l, iss, true, err)
 		return nil, storeStatus(err)
 	}
+	s.cfg.Audit.Record(audit.LeaseIssued(active, cred))
 	return issueResponse(active, cred, d), nil
 }
 
@@ -221,6 +231,12 @@ func (s *Server) RenewLease(ctx context.Context, req *mayflyv1.RenewLeaseRequest
 	if err != nil {
 		return nil, storeStatus(err)
 	}
+	// The backend is renewed only once the renewal is on record; a lease
+	// that outlives its credential is harmless, the reverse is not.
+	if err := s.cfg.Audit.Must(ctx, audit.LeaseRenewed(renewed, nil)); err != nil {
+		s.log.Error("audit trail unavailable; renewal not completed", "lease", l.ID, "error", err)
+		return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, so the credential was not renewed; retry later")
+	}
 	// The lease is extended first: a credential must never outlive its lease.
 	cred, err := iss.Renew(ctx, renewed, d.Entitlement.Params, expires)
 	if err != nil {
@@ -251,6 +267,7 @@ func (s *Server) RevokeLease(ctx context.Context, req *mayflyv1.RevokeLeaseReque
 		return nil, storeStatus(err)
 	}
 	s.cfg.Wake()
+	s.cfg.Audit.Record(audit.LeaseRevokeRequested(l, lease.ReasonExplicit, p.ID))
 	s.log.Info("lease revocation requested", "lease", l.ID, "entitlement", l.Entitlement, "subject", l.Subject)
 	return &mayflyv1.RevokeLeaseResponse{Lease: leaseProto(l)}, nil
 }
@@ -376,4 +393,18 @@ func minTime(t time.Time, more ...time.Time) time.Time {
 		}
 	}
 	return t
+}
+
+// decisionEvent is the audit event of an issuance decision.
+func decisionEvent(digest, subject, entitlement string, d policy.Decision) audit.Event {
+	codes := make([]string, 0, len(d.Reasons))
+	for _, r := range d.Reasons {
+		codes = append(codes, r.Code)
+	}
+	info := audit.DecisionInfo{Subject: subject, Entitlement: entitlement, GrantID: d.GrantID, Outcome: d.Outcome.String(),
+		Reasons: codes, PolicyDigest: digest}
+	if d.Outcome == policy.Allow {
+		info.TTL = d.TTL
+	}
+	return audit.Decision(info)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/mayflyhq/mayfly/broker/access"
+	"github.com/mayflyhq/mayfly/broker/audit"
 	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
 	"github.com/mayflyhq/mayfly/broker/lease"
@@ -38,11 +40,31 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics (may be nil).
 	Metrics *metrics.Metrics
+	// Audit records the evidence of what the API does (nil: nothing is
+	// recorded).
+	Audit Auditor
 	// PendingTimeout is how long a lease may stay pending before the
 	// revoker reaps it (default 30s). IssueTimeout bounds the backend call
 	// and must be shorter (default PendingTimeout/2).
 	PendingTimeout, IssueTimeout time.Duration
 }
+
+// Auditor records audit events (the broker wraps its audit.Log).
+type Auditor interface {
+	// Must records e before the action it describes; an error means it
+	// could not be recorded and the action must not happen.
+	Must(ctx context.Context, e audit.Event) error
+	// Record records e, which describes something that happened or must
+	// happen whatever the audit trail's state (a revocation, a refusal).
+	// It never fails: what cannot be recorded now is kept and retried.
+	Record(e audit.Event)
+}
+
+// noAudit records nothing.
+type noAudit struct{}
+
+func (noAudit) Must(context.Context, audit.Event) error { return nil }
+func (noAudit) Record(audit.Event)                      {}
 
 // Server implements the broker's gRPC services.
 type Server struct {
@@ -76,6 +98,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = noAudit{}
 	}
 	if cfg.PendingTimeout <= 0 {
 		cfg.PendingTimeout = 30 * time.Second

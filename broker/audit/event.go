@@ -63,6 +63,15 @@ const (
 	// TypeReviewOverdue: a review (certification or break-glass) passed
 	// its deadline.
 	TypeReviewOverdue Type = "review.overdue"
+	// TypeCallRefused: a call was refused before its handler ran: its
+	// caller did not authenticate (Outcome unauthenticated; Actor empty,
+	// Fields method and error) or was over its quota (Outcome
+	// resource_exhausted; Actor the caller).
+	TypeCallRefused Type = "call.refused"
+	// TypeStoreDataLoss: the lease store was found to have lost its data
+	// (Redis flushed, or restarted without persistence). Credentials
+	// minted before are bounded only by their native expiry.
+	TypeStoreDataLoss Type = "store.data_loss"
 	// TypePolicyReloaded: the policy file was reloaded (Outcome ok) or a
 	// reload was refused (Outcome failed; the last good policy stays).
 	TypePolicyReloaded Type = "policy.reloaded"

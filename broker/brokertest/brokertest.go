@@ -18,12 +18,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/mayflyhq/mayfly/broker"
+	"github.com/mayflyhq/mayfly/broker/access"
+	"github.com/mayflyhq/mayfly/broker/audit"
+	"github.com/mayflyhq/mayfly/broker/authn"
 	"github.com/mayflyhq/mayfly/broker/devca"
 	"github.com/mayflyhq/mayfly/broker/issuer"
 	"github.com/mayflyhq/mayfly/broker/issuer/jwt"
@@ -53,6 +57,23 @@ type Options struct {
 	PendingTimeout time.Duration
 	// Logger (default: discard; set MAYFLY_TEST_LOG=1 to see broker logs).
 	Logger *slog.Logger
+	// Now is the broker's clock (default time.Now): a skewed or stepped
+	// clock for tests of time.
+	Now func() time.Time
+	// Bearer are bearer-token verifiers besides the JWT-SVID one (an
+	// authn.OIDCVerifier for people).
+	Bearer []authn.BearerVerifier
+	// AccessStore holds access requests, grants and decision records
+	// (default: in memory), so a test can read what the broker recorded.
+	AccessStore access.Store
+	// Audit is the broker's audit trail (default: none).
+	Audit *audit.Log
+	// QuotaRate and QuotaBurst are the per-identity quota (default: none).
+	QuotaRate  float64
+	QuotaBurst int
+	// ExtraBundles are X.509 bundles of other trust domains the broker
+	// knows (federation) but does not accept callers from.
+	ExtraBundles []*x509bundle.Bundle
 }
 
 // Env is a running broker and the means to talk to it.
@@ -71,6 +92,9 @@ type Env struct {
 	HTTPURL string
 	// Store is the broker's lease store.
 	Store lease.Store
+	// Bundles is the live set of X.509 bundles the broker verifies callers
+	// with; a test may change it (a rotated trust bundle).
+	Bundles *x509bundle.Set
 
 	stop func()
 	done chan error
@@ -138,21 +162,28 @@ func New(opts Options) (env *Env, err error) {
 		return nil, err
 	}
 	httpURL := "https://" + httpLn.Addr().String()
+	bundles := x509bundle.NewSet(append([]*x509bundle.Bundle{ca.X509Bundle()}, opts.ExtraBundles...)...)
 	b, err := broker.New(broker.Config{
 		GRPCListener:   grpcLn,
 		HTTPListener:   httpLn,
 		TrustDomains:   []spiffeid.TrustDomain{td},
 		SVIDs:          svid,
-		Bundles:        ca.X509Bundle(),
+		Bundles:        bundles,
 		JWTBundles:     ca.JWTBundle(),
 		Audience:       BrokerID.String(),
+		Bearer:         opts.Bearer,
 		PolicyPath:     policyPath,
 		Store:          opts.Store,
+		AccessStore:    opts.AccessStore,
 		JWT:            jwt.Config{IssuerURL: httpURL, KeyDir: filepath.Join(dir, "jwt-keys")},
 		Issuers:        opts.Issuers,
 		PendingTimeout: opts.PendingTimeout,
 		Revoker:        opts.Revoker,
 		Logger:         opts.Logger,
+		Now:            opts.Now,
+		Audit:          opts.Audit,
+		QuotaRate:      opts.QuotaRate,
+		QuotaBurst:     opts.QuotaBurst,
 	})
 	if err != nil {
 		_ = grpcLn.Close()
@@ -164,7 +195,7 @@ func New(opts Options) (env *Env, err error) {
 	go func() { done <- b.Run(ctx) }()
 	return &Env{Broker: b, CA: ca, Dir: dir, PolicyPath: policyPath,
 		GRPCAddr: grpcLn.Addr().String(), HTTPURL: httpURL, Store: opts.Store,
-		stop: cancel, done: done}, nil
+		Bundles: bundles, stop: cancel, done: done}, nil
 }
 
 // Close stops the broker and removes its files.

@@ -74,3 +74,23 @@ type Store interface {
 	// waiting for a revoker, and false when there are none.
 	NextDue(ctx context.Context) (time.Time, bool, error)
 }
+
+// Counts is how many leases a store holds that are not yet over, by state,
+// and how many of them are overdue.
+type Counts struct {
+	// Pending, Active and Revoking count the leases in each state.
+	Pending, Active, Revoking int64
+	// Overdue counts the leases among them whose DueAt is before the
+	// time Count was given: their revocation is late (a backend down, no
+	// revoker running).
+	Overdue int64
+}
+
+// Counter is implemented by stores that can count their leases cheaply,
+// for the broker's gauges (active leases by state, overdue revocations).
+// The count may be approximate while leases change.
+type Counter interface {
+	// Count counts the leases not yet over; overdue are those due before
+	// overdueBefore.
+	Count(ctx context.Context, overdueBefore time.Time) (Counts, error)
+}

@@ -90,6 +90,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(newIssue(g), newLeases(g), newRevoke(g), newExplain(g), newEntitlements(g))
 	root.AddCommand(accessCommands(g)...)
 	root.AddCommand(newLogin(g), newLogout(g))
+	root.AddCommand(newAudit(g), newLineage(g))
 	return root
 }
 

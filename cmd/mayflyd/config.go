@@ -44,7 +44,12 @@ type fileConfig struct {
 		Retain      duration `yaml:"retain"`
 	} `yaml:"jwt"`
 	Issuers issuersConfig `yaml:"issuers"`
-	Log     struct {
+	Audit   auditConfig   `yaml:"audit"`
+	Quota   struct {
+		Rate  float64 `yaml:"rate"`
+		Burst int     `yaml:"burst"`
+	} `yaml:"quota"`
+	Log struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
@@ -66,6 +71,21 @@ type redisConfig struct {
 	WaitReplicas int      `yaml:"wait_replicas"`
 	WaitTimeout  duration `yaml:"wait_timeout"`
 }
+
+// auditConfig says where the audit trail goes.
+type auditConfig struct {
+	File               string   `yaml:"file"`
+	Fsync              string   `yaml:"fsync"`
+	Redis              bool     `yaml:"redis"`
+	RedisMaxLen        int64    `yaml:"redis_max_len"`
+	Stdout             bool     `yaml:"stdout"`
+	SigningKey         string   `yaml:"signing_key"`
+	CheckpointEvery    int      `yaml:"checkpoint_every"`
+	CheckpointInterval duration `yaml:"checkpoint_interval"`
+}
+
+// enabled says whether any sink is configured.
+func (a auditConfig) enabled() bool { return a.File != "" || a.Redis || a.Stdout }
 
 // duration is a time.Duration written as "30s", "5m", "24h".
 type duration time.Duration
@@ -135,6 +155,19 @@ func loadConfig(path string) (*fileConfig, error) {
 		}
 	default:
 		return nil, fmt.Errorf("config %s: leases.store: %q is not a lease store (memory or redis)", path, c.Leases.Store)
+	}
+	a := c.Audit
+	switch {
+	case a.Redis && c.Leases.Store != "redis":
+		return nil, fmt.Errorf("config %s: audit.redis: the shared audit stream lives in the leases' Redis; set leases.store: redis", path)
+	case a.enabled() && a.SigningKey == "":
+		return nil, fmt.Errorf("config %s: audit.signing_key: a key file is required to sign checkpoints (created if missing; share it between replicas)", path)
+	case !a.enabled() && a.SigningKey != "":
+		return nil, fmt.Errorf("config %s: audit: signing_key is set but no sink (file, redis or stdout)", path)
+	case a.Fsync != "" && a.Fsync != "always" && a.Fsync != "periodic" && a.Fsync != "never":
+		return nil, fmt.Errorf("config %s: audit.fsync: %q is not always, periodic or never", path, a.Fsync)
+	case c.Quota.Rate < 0 || c.Quota.Burst < 0:
+		return nil, fmt.Errorf("config %s: quota: rate and burst must not be negative", path)
 	}
 	return &c, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,7 +82,17 @@ func newDev() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The audit trail: a JSONL file in the state directory, its
+			// checkpoints signed with a key beside it.
+			auditLog, err := openAudit(cmd.Context(), auditConfig{File: env.client.Audit, Fsync: "periodic",
+				SigningKey: strings.TrimSuffix(env.client.AuditKey, ".pub")}, nil, devenv.BrokerID, log)
+			if err != nil {
+				grpcLn.Close()
+				httpLn.Close()
+				return err
+			}
 			b, err := broker.New(broker.Config{
+				Audit:        auditLog,
 				Bearer:       []authn.BearerVerifier{devUsers},
 				HTTPHandlers: map[string]http.Handler{env.oidc.Path() + "/": env.oidc},
 				GRPCListener: grpcLn,
@@ -147,6 +158,8 @@ func prepareDev(dir, listen, httpListen string, log *slog.Logger) (*devEnv, erro
 		HTTPURL:  "https://" + httpListen,
 		BrokerID: devenv.BrokerID,
 		Policy:   filepath.Join(dir, "policy.yaml"),
+		Audit:    filepath.Join(dir, "audit.jsonl"),
+		AuditKey: filepath.Join(dir, "audit-key.pem.pub"),
 	}
 	c.Bundle = ca.BundlePath()
 	// The dev OIDC provider for named dev users (alice, bob, carol), served
@@ -232,9 +245,11 @@ Next, in another terminal:
   go run ./cmd/mayfly --dev --user alice approve REQUEST_ID      (in a third terminal)
   go run ./cmd/mayfly --dev leases
   go run ./cmd/mayfly --dev explain demo-api-read --as %s
+  go run ./cmd/mayfly --dev audit verify          (the audit trail: %s)
+  go run ./cmd/mayfly --dev lineage --subject %s
   curl --cacert %s %s/.well-known/jwks.json
 
-`, c.Addr, c.BrokerID, c.HTTPURL, metrics, devenv.TrustDomain, dir, c.Policy, devenv.WorkloadID, c.Bundle, c.HTTPURL)
+`, c.Addr, c.BrokerID, c.HTTPURL, metrics, devenv.TrustDomain, dir, c.Policy, devenv.WorkloadID, c.Audit, devenv.CLIID, c.Bundle, c.HTTPURL)
 }
 
 func addrString(a net.Addr) string {

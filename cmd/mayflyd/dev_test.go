@@ -158,8 +158,20 @@ func TestDevQuickstart(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !bytes.Contains(body, []byte(`mayfly_issue_duration_seconds_count{result="ok"} 3`)) {
-		t.Fatalf("metrics lack the issuance:\n%s", body)
+	for _, want := range []string{`mayfly_issue_duration_seconds_count{result="ok"} 3`, `mayfly_audit_events_total`, `mayfly_leases{state="active"}`, `mayfly_access_requests_pending 0`} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Fatalf("metrics lack %s:\n%s", want, body)
+		}
+	}
+
+	// The dev broker keeps an audit trail in its state directory: it
+	// verifies with the key beside it, and shows bob's request through to
+	// his lease.
+	if out := mayfly("audit", "verify"); !strings.HasPrefix(out, "ok: seq 1..") || strings.Contains(out, "not checked") {
+		t.Fatalf("audit verify:\n%s", out)
+	}
+	if out := mayfly("lineage", "--request", req.ID); !strings.Contains(out, "user:bob") || !strings.Contains(out, "lease") {
+		t.Fatalf("lineage of bob's request:\n%s", out)
 	}
 }
 

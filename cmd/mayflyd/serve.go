@@ -98,6 +98,14 @@ func newServe() *cobra.Command {
 				return err
 			}
 			defer closeID()
+			actor := ""
+			if svid, err := cfg.SVIDs.GetX509SVID(); err == nil {
+				actor = svid.ID.String()
+			}
+			if cfg.Audit, err = openAudit(ctx, c.Audit, client, actor, log); err != nil {
+				return err
+			}
+			cfg.QuotaRate, cfg.QuotaBurst = c.Quota.Rate, c.Quota.Burst
 			src := &jwtSource{}
 			if cfg.Issuers, err = cloudIssuers(c.Issuers, src, log); err != nil {
 				return err

@@ -785,3 +785,31 @@ func (h *dueHeap) down(i0, n int) bool {
 	}
 	return i > i0
 }
+
+var _ lease.Counter = (*Store)(nil)
+
+// Count implements lease.Counter: one pass over the leases not yet over.
+func (s *Store) Count(ctx context.Context, overdueBefore time.Time) (lease.Counts, error) {
+	if err := live(ctx); err != nil {
+		return lease.Counts{}, err
+	}
+	before := stampOf(overdueBefore)
+	var c lease.Counts
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, n := range s.due.slots {
+		r := s.rec(n)
+		switch r.state {
+		case stPending:
+			c.Pending++
+		case stActive:
+			c.Active++
+		case stRevoking:
+			c.Revoking++
+		}
+		if r.dueAt.compare(before) < 0 {
+			c.Overdue++
+		}
+	}
+	return c, nil
+}

@@ -55,6 +55,11 @@ type Client struct {
 	// OIDCClientID is the dev OIDC provider's public client ID, the
 	// audience of its ID tokens.
 	OIDCClientID string `json:"oidc_client_id,omitempty"`
+	// Audit is the dev broker's audit trail (JSONL) and AuditKey the
+	// public key its checkpoints verify with: `mayfly --dev audit verify`
+	// reads both.
+	Audit    string `json:"audit,omitempty"`
+	AuditKey string `json:"audit_key,omitempty"`
 }
 
 // DefaultDir is the dev state directory: $MAYFLY_DEV_DIR, else
