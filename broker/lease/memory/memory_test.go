@@ -240,3 +240,7 @@ func TestEveryFieldKept(t *testing.T) {
 		}
 	}
 }
+
+func TestCounter(t *testing.T) {
+	leasetest.RunCounter(t, func(t *testing.T) lease.Store { return memory.New() })
+}
