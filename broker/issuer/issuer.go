@@ -82,8 +82,10 @@ const (
 // into a log or an error (LogValue redacts it).
 type Credential struct {
 	Kind Kind
-	// ExternalRef is the backend handle recorded on activation (may equal
-	// the bound one, or be empty when the lease id is the handle).
+	// ExternalRef is the backend handle recorded on activation: empty when
+	// the lease id is the handle, else the bound one, or the bound one
+	// with what was minted under it appended (Vault: ACCESSOR|LEASE_ID
+	// after binding ACCESSOR). It never names a different handle.
 	ExternalRef string
 	// ExpiresAt is the credential's native expiry.
 	ExpiresAt time.Time

@@ -41,6 +41,19 @@ entitlements:
       - subject: spiffe://mayfly.test/workload/orders
         purpose: the orders service reads orders
         until: 2099-12-31
+  orders-db-ro-15m:
+    description: Read-only access through a role whose default TTL is the entitlement's ttl
+    owner: user:alice
+    issuer: vault
+    vault:
+      path: database/creds/orders-15m
+      token_policies: [orders-15m]
+    ttl: 15m
+    max_ttl: 1h
+    standing:
+      - subject: spiffe://mayfly.test/workload/orders
+        purpose: the orders service reads orders
+        until: 2099-12-31
   orders-db-missing-role:
     description: A role that does not exist in Vault
     owner: user:alice

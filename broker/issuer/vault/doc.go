@@ -16,24 +16,29 @@
 //
 // Each lease gets its own Vault token. Issue creates it as a child of the
 // broker's token (or through Config.TokenRole) with the entitlement's
-// token_policies, reads the secret with it, so that the secret's Vault
-// lease belongs to that token, and records ACCESSOR|LEASE_ID (see Ref) in
-// the pending lease with Bind before the credential leaves the broker.
-// Until that Bind, the token's TTL is the lease's pending deadline: a
-// broker that dies in between leaves a token, and a secret, that Vault
-// itself ends when the revoker would have reaped the pending lease. After
-// it, the token lives until the lease's expiry (explicit max TTL: the hard
-// end), so a broker that never comes back still has Vault end every
-// credential on time. The secret's own Vault lease is renewed to end with
-// the lease too where the engine allows (database: VALID UNTIL follows).
-// Vault counts whole seconds, which Issue rounds down: Vault ends a
-// credential up to a second before its lease, and Credential.ExpiresAt
-// says when.
+// token_policies and a TTL that ends with the lease (explicit max TTL: the
+// hard end), records its accessor in the pending lease with Bind, and only
+// then reads the secret with it, so that the secret's Vault lease belongs
+// to that token. No secret exists before the lease names the token that
+// revokes it: a broker that dies at any point leaves a pending lease the
+// revoker reaps (revoking the token and every secret under it), and a
+// broker that never comes back still has Vault end every credential when
+// the token's TTL runs out. On activation the lease's reference becomes
+// ACCESSOR|LEASE_ID (see Ref), for renewal and synchronous revocation.
+// Where the engine gives the secret a Vault lease of another length than
+// the lease (database: the role's default_ttl), Issue renews it to the
+// lease's expiry, so the backend's own expiry (database: VALID UNTIL)
+// bounds the credential even without Vault. Vault counts whole seconds,
+// which Issue rounds down: Vault ends a credential up to a second before
+// its lease, and Credential.ExpiresAt says when. Issuance costs two Vault
+// calls (token create, read), and a third where the engine's TTL differs
+// from the lease's: give database roles default_ttl = the entitlement's
+// ttl to save it.
 //
-// The Bind comes after the read, not before, because the issuer.Issuer
-// contract lets the credential's ExternalRef only repeat the bound handle,
-// and the Vault lease id exists only once the secret does; the pending
-// deadline TTL gives the same guarantee for the unbound moment.
+// One case leaves a token the broker cannot revoke: Vault answering the
+// token create after the broker gave up on it (Vault frozen, the request
+// timed out). That token holds no secret, its value reached no one, and
+// it ends at its TTL.
 //
 // Revoke revokes the Vault lease synchronously (the database role is gone
 // when it returns), then the token by accessor; already gone is success.

@@ -25,9 +25,11 @@ const figuresCallers = 8
 
 // TestFigures measures and prints (go test -v -run TestFigures):
 //
-//   - the issuance rate of database/creds/orders-ro with 8 concurrent
-//     callers, through the broker (gRPC over mTLS, lease store, per-lease
-//     token, Vault) and straight from Vault with one token;
+//   - the issuance rate of database/creds/orders-15m (a role whose
+//     default TTL is the entitlement's ttl) and database/creds/orders-ro
+//     (default TTL 1h, which the broker aligns) with 8 concurrent callers,
+//     through the broker (gRPC over mTLS, lease store, per-lease token,
+//     Vault) and straight from Vault with one token;
 //   - the revocation lag (due -> role gone from pg_roles, polled every
 //     25ms from before the first role exists) of credentials that fall due
 //     together: leases through the broker whose TTLs all end at one moment
@@ -63,11 +65,11 @@ path "sys/leases/renew" { capabilities = ["update"] }`); err != nil {
 	}
 
 	// Issuance rate through the broker.
-	brokerIssue := func(until time.Time, w *lagWatch) ([]issued, time.Duration) {
+	brokerIssueAs := func(ent string, until time.Time, w *lagWatch) ([]issued, time.Duration) {
 		out := make([]issued, n)
 		start := time.Now()
 		run(t, n, func(caller, k int) error {
-			req := &mayflyv1.IssueCredentialRequest{Entitlement: "orders-db-ro"}
+			req := &mayflyv1.IssueCredentialRequest{Entitlement: ent}
 			if !until.IsZero() { // every lease ends then
 				req.Ttl = durationpb.New(max(time.Until(until), time.Second))
 			}
@@ -81,7 +83,11 @@ path "sys/leases/renew" { capabilities = ["update"] }`); err != nil {
 		})
 		return out, time.Since(start)
 	}
+	brokerIssue := func(until time.Time, w *lagWatch) ([]issued, time.Duration) {
+		return brokerIssueAs("orders-db-ro", until, w)
+	}
 	_, brokerDur := brokerIssue(time.Time{}, nil)
+	_, broker15Dur := brokerIssueAs("orders-db-ro-15m", time.Time{}, nil)
 
 	// Issuance rate straight from Vault, same secret, same concurrency.
 	direct := func(role string, until time.Time, w *lagWatch) ([]issued, time.Duration) {
@@ -119,6 +125,7 @@ path "sys/leases/renew" { capabilities = ["update"] }`); err != nil {
 		return out, time.Since(start)
 	}
 	_, vaultDur := direct("orders-ro", time.Time{}, nil)
+	_, vault15Dur := direct("orders-15m", time.Time{}, nil)
 
 	// Revocation lag: leases expiring through the broker, all at about
 	// the same time: each asks for the TTL that ends it at a common
@@ -148,7 +155,9 @@ path "sys/leases/renew" { capabilities = ["update"] }`); err != nil {
 
 	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
 	t.Logf("figures: %d credentials, %d concurrent callers, PostgreSQL %s, Vault dev server", n, figuresCallers, f.pgVersion(t))
-	t.Logf("issuance database/creds/orders-ro: broker %.0f/s, Vault direct %.0f/s (broker/direct %.2f)",
+	t.Logf("issuance database/creds/orders-15m (role default_ttl = the entitlement's 15m; 2 Vault calls): broker %.0f/s, Vault direct %.0f/s (broker/direct %.2f)",
+		rate(broker15Dur), rate(vault15Dur), rate(broker15Dur)/rate(vault15Dur))
+	t.Logf("issuance database/creds/orders-ro (role default_ttl 1h, aligned to 15m: 3 Vault calls): broker %.0f/s, Vault direct %.0f/s (broker/direct %.2f)",
 		rate(brokerDur), rate(vaultDur), rate(brokerDur)/rate(vaultDur))
 	t.Logf("revocation lag (due -> role gone from pg_roles):")
 	t.Logf("  broker, leases expiring:      %s", expLag)

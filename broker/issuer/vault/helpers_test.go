@@ -35,6 +35,9 @@ path "sys/leases/renew"           { capabilities = ["update"] }
 path "sys/leases/revoke"          { capabilities = ["update"] }
 `
 	ordersROPolicy = `path "database/creds/orders-ro" { capabilities = ["read"] }`
+	// orders15mPolicy reads the role whose default TTL is the
+	// entitlement's ttl (15m).
+	orders15mPolicy = `path "database/creds/orders-15m" { capabilities = ["read"] }`
 	// ordersAnyPolicy allows every role of the engine, existing or not.
 	ordersAnyPolicy = `path "database/creds/*" { capabilities = ["read"] }`
 	kvReadPolicy    = `path "secret/data/app" { capabilities = ["read"] }`
@@ -100,9 +103,11 @@ func newFixture(t testing.TB) *fixture {
 	})
 	must("database/config/pg", err)
 	f.writeRole(t, "orders-ro", "1h", "24h")
+	f.writeRole(t, "orders-15m", "15m", "24h")
 	for name, rules := range map[string]string{
 		"mayfly-broker": brokerPolicy,
 		"orders-ro":     ordersROPolicy,
+		"orders-15m":    orders15mPolicy,
 		"orders-any":    ordersAnyPolicy,
 		"kv-read":       kvReadPolicy,
 		"unrelated":     unrelatedPolicy,
@@ -110,7 +115,7 @@ func newFixture(t testing.TB) *fixture {
 		must("policy "+name, c.Sys().PutPolicy(name, rules))
 	}
 	_, err = c.Logical().Write("auth/token/roles/mayfly", map[string]any{
-		"allowed_policies": "orders-ro,orders-any,kv-read,unrelated",
+		"allowed_policies": "orders-ro,orders-15m,orders-any,kv-read,unrelated",
 		"orphan":           false,
 		"renewable":        true,
 	})
@@ -119,7 +124,7 @@ func newFixture(t testing.TB) *fixture {
 	must("kv secret/app", err)
 
 	tok, err := c.Auth().Token().Create(&vaultapi.TokenCreateRequest{
-		Policies: []string{"mayfly-broker", "orders-ro", "kv-read", "unrelated"}, Period: "1h", DisplayName: "broker",
+		Policies: []string{"mayfly-broker", "orders-ro", "orders-15m", "kv-read", "unrelated"}, Period: "1h", DisplayName: "broker",
 	})
 	must("broker token", err)
 	f.brokerToken = tok.Auth.ClientToken

@@ -162,14 +162,11 @@ func (i *Issuer) mint(ctx context.Context, req issuer.Request, p Params) (*issue
 		return nil, i.errorf(l, "the lease expires at %s, before a credential could be minted: %w",
 			l.ExpiresAt.UTC().Format(time.RFC3339), issuer.ErrRejected)
 	}
-	// The token first ends at the pending deadline: if the broker dies
-	// before the lease is bound, Vault ends the token and its secret when
-	// the revoker would have reaped the lease.
-	first := l.ExpiresAt
-	if l.State == lease.StatePending && l.DueAt.After(now) && l.DueAt.Before(first) {
-		first = l.DueAt
-	}
-	firstTTL := max(first.Sub(now), min(minTokenTTL, l.ExpiresAt.Sub(now)))
+	// The token lives until the lease's expiry (its explicit max TTL is
+	// the hard end). Its accessor is bound to the pending lease before any
+	// secret exists, so from the first secret on, the revoker can end it;
+	// a broker that never comes back still has Vault end it on time.
+	tokenTTL := max(l.ExpiresAt.Sub(now), min(minTokenTTL, l.ExpiresAt.Sub(now)))
 	hardEnd := l.HardEnd
 	if hardEnd.Before(l.ExpiresAt) {
 		hardEnd = l.ExpiresAt
@@ -182,7 +179,7 @@ func (i *Issuer) mint(ctx context.Context, req issuer.Request, p Params) (*issue
 	treq := &vaultapi.TokenCreateRequest{
 		Policies:       p.TokenPolicies,
 		Metadata:       map[string]string{"lease_id": l.ID, "entitlement": l.Entitlement, "subject": l.Subject},
-		TTL:            secs(firstTTL),
+		TTL:            secs(tokenTTL),
 		ExplicitMaxTTL: secs(hardEnd.Sub(now)),
 		DisplayName:    "mayfly",
 		Renewable:      &renewable,
@@ -211,6 +208,11 @@ func (i *Issuer) mint(ctx context.Context, req issuer.Request, p Params) (*issue
 			i.cleanup(l, s.client, child, ref)
 		}
 	}()
+	// Bind before reading: the lease records the accessor before the
+	// secret exists, so no secret is ever out of the revoker's reach.
+	if err := req.Bind(ctx, ref.String()); err != nil {
+		return nil, i.errorf(l, "record the Vault token in the lease: %w", err)
+	}
 
 	readAt := i.cfg.Clock()
 	sec, err := i.read(ctx, child, p, l)
@@ -229,29 +231,18 @@ func (i *Issuer) mint(ctx context.Context, req issuer.Request, p Params) (*issue
 	if err != nil {
 		return nil, i.errorf(l, "%s: %w", p.what(), err)
 	}
-	if err := req.Bind(ctx, ref.String()); err != nil {
-		return nil, i.errorf(l, "record the Vault token in the lease: %w", err)
+	tokenEnd := now.Add(time.Duration(tok.Auth.LeaseDuration) * time.Second)
+	if tokenEnd.Before(l.ExpiresAt.Add(-ttlSlack)) {
+		i.log.Warn("Vault capped the per-lease token before the lease's expiry; the credential ends earlier",
+			"lease", l.ID, "entitlement", l.Entitlement, "token_ends", tokenEnd, "lease_expires", l.ExpiresAt)
 	}
 
-	// Bound: now the token may live as long as the lease.
-	tokenEnd := now.Add(firstTTL / time.Second * time.Second) // Vault got whole seconds
-	if now := i.cfg.Clock(); tokenEnd.Before(l.ExpiresAt.Add(-time.Second)) && l.ExpiresAt.Sub(now) >= time.Second {
-		// An increment of 0 would mean Vault's default TTL: never send it.
-		r, err := child.Auth().Token().RenewSelfWithContext(ctx, int(l.ExpiresAt.Sub(now)/time.Second))
-		if err != nil {
-			return nil, i.errorf(l, "%w", classify("extend the per-lease token to the lease's expiry", err, "check the token role's or the auth/token mount's max TTL"))
-		}
-		if r != nil && r.Auth != nil {
-			tokenEnd = now.Add(time.Duration(r.Auth.LeaseDuration) * time.Second)
-		}
-		if tokenEnd.Before(l.ExpiresAt.Add(-ttlSlack)) {
-			i.log.Warn("Vault capped the per-lease token before the lease's expiry; the credential ends earlier",
-				"lease", l.ID, "entitlement", l.Entitlement, "token_ends", tokenEnd, "lease_expires", l.ExpiresAt)
-		}
-	}
-
-	// The secret's own lease should end with the lease: Vault's engines
-	// pick their default TTL (database: the role's default_ttl).
+	// The secret's own Vault lease should end with the lease: Vault's
+	// engines pick their default TTL (database: the role's default_ttl).
+	// A longer one would end with the token anyway, but the backend's own
+	// expiry (database: VALID UNTIL) then bounds the credential even
+	// without Vault; a shorter one would end the credential early. A role
+	// whose default TTL is the entitlement's ttl saves this call.
 	secretEnd := readAt.Add(time.Duration(sec.LeaseDuration) * time.Second)
 	if now := i.cfg.Clock(); sec.Renewable && l.ExpiresAt.Sub(now) >= time.Second &&
 		(secretEnd.After(l.ExpiresAt.Add(ttlSlack)) || secretEnd.Before(l.ExpiresAt.Add(-ttlSlack))) {
@@ -259,7 +250,7 @@ func (i *Issuer) mint(ctx context.Context, req issuer.Request, p Params) (*issue
 		switch {
 		case err != nil:
 			// Not fatal: the token's TTL still ends the secret on time.
-			i.log.Warn("could not align the Vault lease with the lease's expiry; the per-lease token still ends it",
+			i.log.Warn("could not align the Vault lease with the lease's expiry; the per-lease token still ends it with the lease",
 				"lease", l.ID, "entitlement", l.Entitlement, "error", classify("renew the Vault lease", err, ""))
 		case r != nil:
 			secretEnd = now.Add(time.Duration(r.LeaseDuration) * time.Second)

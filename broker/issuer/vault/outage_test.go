@@ -36,6 +36,7 @@ func TestOutages(t *testing.T) {
 	})
 
 	t.Run("VaultFrozenDuringIssuance", func(t *testing.T) {
+		rolesBefore := len(f.vaultRoles(t))
 		f.v.Pause()
 		start := time.Now()
 		_, err := b.issue(t, "orders-db-ro", 0)
@@ -59,14 +60,11 @@ func TestOutages(t *testing.T) {
 		if l.RevokeReason != lease.ReasonIssueFailed {
 			t.Errorf("revoke reason %q; want %q", l.RevokeReason, lease.ReasonIssueFailed)
 		}
-		// Vault may still act on the frozen request once it resumes; a
-		// token it creates then ends at the pending deadline.
-		deadline := l.IssuedAt.Add(8*time.Second + 5*time.Second)
-		for liveTokensFor(t, f, "lease_id", l.ID) > 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("a per-lease token of the failed issuance outlived the pending deadline")
-			}
-			time.Sleep(200 * time.Millisecond)
+		// Vault may still act on the frozen request once it resumes: a
+		// token it creates then reached no one and holds no secret. No
+		// database role exists for the lease.
+		if n := len(f.vaultRoles(t)); n != rolesBefore {
+			t.Fatalf("%d database roles after the failed issuance, want %d", n, rolesBefore)
 		}
 	})
 
@@ -148,56 +146,62 @@ func TestOutages(t *testing.T) {
 	})
 }
 
-// TestCrashBeforeBind: a broker that dies after Vault minted the secret
-// but before the lease recorded its reference leaves nothing behind for
-// long: the per-lease token's TTL is the pending deadline, and Vault then
-// revokes the token and drops the database role by itself.
-func TestCrashBeforeBind(t *testing.T) {
+// TestBindBeforeRead: the per-lease token's accessor is recorded in the
+// lease before the secret exists. A broker that dies at Bind (the lease
+// store down, the process killed) leaves no secret behind: no database
+// role was created, and the token is revoked when Bind fails.
+func TestBindBeforeRead(t *testing.T) {
 	f := newFixture(t)
 	iss := f.issuer(t, f.cfg(f.brokerToken, nil))
 	p := params(t, "path: database/creds/orders-ro\ntoken_policies: [orders-ro]")
 	before := f.vaultRoles(t)
 
 	l := pendingLease("orders-db-ro", 15*time.Minute)
-	l.DueAt = time.Now().Add(3 * time.Second) // the pending deadline
-	crashed := make(chan struct{})
+	atBind := make(chan string)
 	release := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
 		_, err := iss.Issue(context.Background(), issuer.Request{Lease: l, Params: p,
-			Bind: func(context.Context, string) error {
-				close(crashed) // the broker "dies" here: nothing runs any more
+			Bind: func(_ context.Context, ref string) error {
+				atBind <- ref // the broker "dies" here: nothing runs any more
 				<-release
 				return errors.New("the broker is gone")
 			}})
 		done <- err
 	}()
+	var ref string
 	select {
-	case <-crashed:
+	case ref = <-atBind:
 	case err := <-done:
 		t.Fatalf("Issue returned before Bind: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("Issue did not reach Bind")
 	}
-	var role string
+	if strings.Contains(ref, "|") {
+		t.Fatalf("bound %q: a Vault lease exists before the accessor was recorded", ref)
+	}
 	for r := range f.vaultRoles(t) {
 		if !before[r] {
-			role = r
+			t.Fatalf("database role %s exists before the lease recorded the token", r)
 		}
 	}
-	if role == "" {
-		t.Fatal("no database role was created before Bind")
+	if liveTokensFor(t, f, "lease_id", l.ID) != 1 {
+		t.Fatal("no per-lease token exists at Bind")
 	}
-	deadline := l.DueAt.Add(15 * time.Second)
-	for f.roleExists(t, role) {
-		if time.Now().After(deadline) {
-			t.Fatalf("role %s outlived the pending deadline by 15s", role)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Logf("Vault dropped the role of the unbound lease %v after the pending deadline", time.Since(l.DueAt).Round(time.Millisecond))
 	close(release)
 	if err := <-done; err == nil {
 		t.Fatal("Issue with a failed Bind returned no error")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for liveTokensFor(t, f, "lease_id", l.ID) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the per-lease token of a failed Bind is still alive")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for r := range f.vaultRoles(t) {
+		if !before[r] {
+			t.Fatalf("database role %s created after a failed Bind", r)
+		}
 	}
 }
