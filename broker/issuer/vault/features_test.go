@@ -23,8 +23,8 @@ import (
 	"github.com/mayflyhq/mayfly/broker/lease"
 )
 
-// issueDirect runs Issue for a fresh pending lease and returns the
-// credential and the bound reference.
+// issueDirect runs Issue for a fresh pending lease and returns the lease
+// as the store would hold it once active, and the credential.
 func issueDirect(t *testing.T, iss *vault.Issuer, p vault.Params, ent string, ttl time.Duration) (*lease.Lease, *issuer.Credential, error) {
 	t.Helper()
 	l := pendingLease(ent, ttl)
@@ -33,7 +33,12 @@ func issueDirect(t *testing.T, iss *vault.Issuer, p vault.Params, ent string, tt
 	defer cancel()
 	c, err := iss.Issue(ctx, issuer.Request{Lease: l.Clone(), Params: p, Bind: bindTo(&ref)})
 	if err == nil {
+		// As the store activates it: the credential's reference replaces
+		// the bound one.
 		l.State, l.ExternalRef, l.DueAt = lease.StateActive, ref, l.ExpiresAt
+		if c.ExternalRef != "" {
+			l.ExternalRef = c.ExternalRef
+		}
 	}
 	return l, c, err
 }
