@@ -80,9 +80,12 @@ type Store interface {
 type Counts struct {
 	// Pending, Active and Revoking count the leases in each state.
 	Pending, Active, Revoking int64
-	// Overdue counts the leases among them whose DueAt is before the
-	// time Count was given: their revocation is late (a backend down, no
-	// revoker running).
+	// Overdue counts the leases among them that should have ended before
+	// the time Count was given (lease.EndDue: the expiry, or a revocation
+	// asked for earlier), and pending leases that should have been reaped
+	// by then: their revocation is late (a backend down, no revoker
+	// running). A lease waiting to retry a failed revocation counts
+	// whatever its next retry time.
 	Overdue int64
 }
 

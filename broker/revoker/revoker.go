@@ -25,6 +25,8 @@ const (
 	DefaultBackoffBase = time.Second
 	DefaultBackoffMax  = 5 * time.Minute
 	DefaultMaxIdle     = time.Second
+	// DefaultUnavailableBackoffMax caps retries while a backend is down.
+	DefaultUnavailableBackoffMax = 15 * time.Second
 )
 
 const (
@@ -64,12 +66,18 @@ type Config struct {
 	// claim, leaving time to record the outcome before the claim lapses.
 	Hold time.Duration
 	// MaxAttempts is how many failed Revoke calls make a lease irrevocable
-	// (default 10).
+	// (default 10). Only failures where the backend answered count: one
+	// that was unreachable (issuer.ErrUnavailable) is retried for as long
+	// as it stays down, never given up.
 	MaxAttempts int
 	// BackoffBase and BackoffMax bound the jittered exponential delay
 	// before a failed revocation is retried: attempt n waits between half
 	// and all of min(BackoffBase*2^(n-1), BackoffMax). Defaults 1s and 5m.
 	BackoffBase, BackoffMax time.Duration
+	// UnavailableBackoffMax caps the delay instead while the backend is
+	// unreachable, so that revocation resumes soon after it is back
+	// (default 15s, never above BackoffMax).
+	UnavailableBackoffMax time.Duration
 	// MaxIdle is the longest sleep between polls even with nothing due,
 	// since other replicas add leases too (default 1s).
 	MaxIdle time.Duration
@@ -140,6 +148,7 @@ func New(cfg Config) (*Revoker, error) {
 		{"BackoffBase", cfg.BackoffBase < 0},
 		{"BackoffMax", cfg.BackoffMax < 0},
 		{"MaxIdle", cfg.MaxIdle < 0},
+		{"UnavailableBackoffMax", cfg.UnavailableBackoffMax < 0},
 	} {
 		if f.neg {
 			return nil, fmt.Errorf("revoker: Config.%s must not be negative", f.name)
@@ -158,6 +167,7 @@ func New(cfg Config) (*Revoker, error) {
 	cfg.BackoffBase = or(cfg.BackoffBase, DefaultBackoffBase)
 	cfg.BackoffMax = or(cfg.BackoffMax, DefaultBackoffMax)
 	cfg.MaxIdle = or(cfg.MaxIdle, DefaultMaxIdle)
+	cfg.UnavailableBackoffMax = min(or(cfg.UnavailableBackoffMax, DefaultUnavailableBackoffMax), cfg.BackoffMax)
 	if cfg.BackoffBase > cfg.BackoffMax {
 		return nil, fmt.Errorf("revoker: Config.BackoffBase (%s) exceeds Config.BackoffMax (%s)", cfg.BackoffBase, cfg.BackoffMax)
 	}
@@ -346,9 +356,15 @@ func (r *Revoker) revoke(ctx context.Context, c lease.Claim) error {
 }
 
 // failure is the outcome of a failed attempt: retry with backoff, or
-// irrevocable once MaxAttempts is reached.
+// irrevocable once MaxAttempts is reached. A backend that could not be
+// reached is retried until it is back, at most UnavailableBackoffMax
+// apart: its credentials' native expiry bounds them meanwhile, and giving
+// up would leave them to it.
 func (r *Revoker) failure(l *lease.Lease, err error) lease.Outcome {
 	now := r.cfg.Now()
+	if errors.Is(err, issuer.ErrUnavailable) {
+		return lease.Outcome{At: now, RetryAt: now.Add(r.backoffUpTo(l.Attempts+1, r.cfg.UnavailableBackoffMax)), Err: errText(err)}
+	}
 	if l.Attempts+1 >= r.cfg.MaxAttempts {
 		return lease.Outcome{At: now, Irrevocable: true, Err: errText(err)}
 	}
@@ -421,12 +437,15 @@ func (r *Revoker) finish(ctx context.Context, c lease.Claim, log *slog.Logger, o
 
 // backoff is the delay before retry n (n >= 1): a random duration between
 // half and all of min(BackoffBase*2^(n-1), BackoffMax).
-func (r *Revoker) backoff(n int) time.Duration {
+func (r *Revoker) backoff(n int) time.Duration { return r.backoffUpTo(n, r.cfg.BackoffMax) }
+
+// backoffUpTo is backoff capped at most instead of BackoffMax.
+func (r *Revoker) backoffUpTo(n int, most time.Duration) time.Duration {
 	d := r.cfg.BackoffBase
-	for i := 1; i < n && d < r.cfg.BackoffMax; i++ {
+	for i := 1; i < n && d < most; i++ {
 		d *= 2
 	}
-	d = min(d, r.cfg.BackoffMax)
+	d = min(d, most)
 	half := d / 2
 	return half + time.Duration(r.randN(int64(d-half)+1))
 }

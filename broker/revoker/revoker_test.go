@@ -505,6 +505,53 @@ func TestIrrevocableAfterMaxAttempts(t *testing.T) {
 	}
 }
 
+// A backend that is down is retried for as long as it stays down, never
+// given up, at most UnavailableBackoffMax apart; once it is back the lease
+// is revoked at the next retry.
+func TestUnavailableBackendNeverIrrevocable(t *testing.T) {
+	s := memory.New()
+	exp := t0.Add(time.Hour)
+	clk := &clock{t: exp}
+	var down atomic.Bool
+	down.Store(true)
+	iss := newIssuer("vault", func(context.Context, *lease.Lease, int) error {
+		if down.Load() {
+			return fmt.Errorf("vault: %w: connection refused", issuer.ErrUnavailable)
+		}
+		return nil
+	})
+	l := addLease(t, s, "vault", exp)
+	rec := newRecorder()
+	cfg := Config{Store: s, Issuers: issuers(iss), Now: clk.Now,
+		MaxAttempts: 3, BackoffBase: time.Second, BackoffMax: 5 * time.Minute, UnavailableBackoffMax: 10 * time.Second}
+	rec.hook(&cfg)
+	r := mustNew(t, cfg)
+	// Ten minutes of outage: every retry is due within 10s of the last.
+	for i := 0; clk.Now().Before(exp.Add(10 * time.Minute)); i++ {
+		if n, err := r.RunOnce(t.Context()); n != 1 || err != nil {
+			t.Fatalf("RunOnce #%d at +%v = %d, %v", i+1, clk.Now().Sub(exp), n, err)
+		}
+		stored := get(t, s, l.ID)
+		if stored.State == lease.StateIrrevocable {
+			t.Fatalf("given up after %d attempts while the backend was only down", stored.Attempts)
+		}
+		if wait := stored.DueAt.Sub(clk.Now()); wait > 10*time.Second || wait <= 0 {
+			t.Fatalf("retry #%d due in %v, want within 10s", i+1, wait)
+		}
+		clk.t = stored.DueAt
+	}
+	down.Store(false)
+	if n, err := r.RunOnce(t.Context()); n != 1 || err != nil {
+		t.Fatalf("RunOnce after the outage = %d, %v", n, err)
+	}
+	if stored := get(t, s, l.ID); stored.State != lease.StateRevoked {
+		t.Fatalf("after the outage: %s", stored.State)
+	}
+	if _, _, irrevocable := rec.counts(); irrevocable != 0 {
+		t.Fatalf("%d irrevocable", irrevocable)
+	}
+}
+
 // An issuer missing on this replica (rolling deploy, config mistake) is a
 // failure to retry, not an instant verdict: irrevocable only after
 // MaxAttempts.

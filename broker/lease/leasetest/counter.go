@@ -44,6 +44,9 @@ func RunCounter(t *testing.T, newStore func(t *testing.T) lease.Store) {
 	// once their expiry is.
 	count(base.Add(pendingFor+time.Second), lease.Counts{Pending: 1, Active: 2, Overdue: 1})
 	count(base.Add(ttl+time.Second), lease.Counts{Pending: 1, Active: 2, Overdue: 3})
+	// A revocation asked for makes a lease overdue from that moment.
+	revoke(t, s, ids[1], lease.ReasonExplicit, base.Add(2*time.Minute))
+	count(base.Add(3*time.Minute), lease.Counts{Pending: 1, Active: 2, Overdue: 2})
 
 	// A revoker claims the pending one: it is revoking, and still overdue.
 	cl := claimOne(t, s, base.Add(pendingFor+time.Second), ids[2])
@@ -53,4 +56,13 @@ func RunCounter(t *testing.T, newStore func(t *testing.T) lease.Store) {
 		t.Fatal(err)
 	}
 	count(base.Add(ttl+time.Second), lease.Counts{Active: 2, Overdue: 2})
+
+	// A failed revocation waiting for its retry is still overdue, though
+	// its next attempt is later.
+	for _, cl := range claim(t, s, base.Add(ttl+time.Second), 10) {
+		if err := s.Finish(context.Background(), cl, lease.Outcome{At: base.Add(ttl + time.Second), RetryAt: base.Add(ttl + time.Hour), Err: "backend down"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count(base.Add(ttl+2*time.Second), lease.Counts{Active: 2, Overdue: 2})
 }

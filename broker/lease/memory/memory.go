@@ -150,6 +150,8 @@ func (t stamp) time() time.Time {
 	return time.Unix(t.sec+zeroUnix, int64(t.nsec)).UTC()
 }
 
+func (t stamp) isZero() bool { return t == stamp{} }
+
 func (t stamp) compare(u stamp) int {
 	switch {
 	case t.sec != u.sec:
@@ -807,9 +809,26 @@ func (s *Store) Count(ctx context.Context, overdueBefore time.Time) (lease.Count
 		case stRevoking:
 			c.Revoking++
 		}
-		if r.dueAt.compare(before) < 0 {
+		if overdue(r, before) {
 			c.Overdue++
 		}
 	}
 	return c, nil
+}
+
+// overdue: the lease should have ended before `before` (its expiry, or a
+// revocation asked for earlier) or, still pending, should have been reaped
+// (its pending deadline passed, or reaping it has failed before). A lease
+// waiting to retry a failed revocation stays overdue whatever its next
+// retry time.
+func overdue(r *rec, before stamp) bool {
+	end := r.expiresAt
+	if !r.revokeRequestedAt.isZero() && r.revokeRequestedAt.compare(end) < 0 {
+		end = r.revokeRequestedAt
+	}
+	if end.compare(before) < 0 {
+		return true
+	}
+	pending := r.state == stPending || (r.state == stRevoking && r.prior == stPending)
+	return pending && r.revokeRequestedAt.isZero() && (r.attempts > 0 || r.dueAt.compare(before) < 0)
 }
