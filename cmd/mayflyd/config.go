@@ -35,6 +35,8 @@ type fileConfig struct {
 		MaxAttempts int      `yaml:"max_attempts"`
 		BackoffBase duration `yaml:"backoff_base"`
 		BackoffMax  duration `yaml:"backoff_max"`
+		// UnavailableBackoffMax caps retries while a backend is down.
+		UnavailableBackoffMax duration `yaml:"unavailable_backoff_max"`
 	} `yaml:"revoker"`
 	JWT struct {
 		IssuerURL   string   `yaml:"issuer_url"`

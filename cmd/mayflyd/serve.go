@@ -60,11 +60,12 @@ func newServe() *cobra.Command {
 				},
 				PendingTimeout: time.Duration(c.Leases.PendingTimeout),
 				Revoker: revoker.Config{
-					Batch:       c.Revoker.Batch,
-					Concurrency: c.Revoker.Concurrency,
-					MaxAttempts: c.Revoker.MaxAttempts,
-					BackoffBase: time.Duration(c.Revoker.BackoffBase),
-					BackoffMax:  time.Duration(c.Revoker.BackoffMax),
+					Batch:                 c.Revoker.Batch,
+					Concurrency:           c.Revoker.Concurrency,
+					MaxAttempts:           c.Revoker.MaxAttempts,
+					BackoffBase:           time.Duration(c.Revoker.BackoffBase),
+					BackoffMax:            time.Duration(c.Revoker.BackoffMax),
+					UnavailableBackoffMax: time.Duration(c.Revoker.UnavailableBackoffMax),
 				},
 				Logger: log,
 			}
