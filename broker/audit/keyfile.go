@@ -15,9 +15,11 @@ import (
 
 // LoadOrCreateSigningKey reads the checkpoint signing key from path (a
 // PKCS #8 PEM private key: Ed25519 or ECDSA), creating an Ed25519 key
-// there (mode 0600, directory 0700) when the file does not exist. Either
-// way it writes the public key beside it, at path + ".pub" (PKIX PEM,
-// 0644), for verifiers: `mayfly audit verify --key FILE.pub`. Replicas
+// there (mode 0600, directory 0700) when the file does not exist. It
+// writes the public key beside it, at path + ".pub" (PKIX PEM, 0644), for
+// verifiers (`mayfly audit verify --key FILE.pub`): for a new key this
+// must succeed; for an existing one it is skipped when the file is
+// already there and tried otherwise (a read-only mount is fine). Replicas
 // that share one trail should share the key.
 func LoadOrCreateSigningKey(path string) (crypto.Signer, error) {
 	b, err := os.ReadFile(path)
@@ -64,7 +66,10 @@ func LoadOrCreateSigningKey(path string) (crypto.Signer, error) {
 	if _, err := signerAlg(s); err != nil {
 		return nil, fmt.Errorf("audit: signing key %s: %w", path, err)
 	}
-	return s, writePublicKey(path+".pub", s.Public())
+	// Best effort: a key mounted read-only (a Kubernetes Secret) comes
+	// with its public key beside it, or the operator keeps it elsewhere.
+	_ = writePublicKey(path+".pub", s.Public())
+	return s, nil
 }
 
 func writePublicKey(path string, pub crypto.PublicKey) error {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/mayflyhq/mayfly/broker/audit"
 	"github.com/mayflyhq/mayfly/broker/devca"
 	"github.com/mayflyhq/mayfly/broker/policy"
 	"github.com/mayflyhq/mayfly/deploy/testenv"
@@ -56,6 +58,7 @@ policy: `+pol+`
 identity: {cert: `+cert+`, key: `+key+`, bundle: `+ca.BundlePath()+`}
 jwt: {issuer_url: "https://127.0.0.1:7444", key_dir: `+filepath.Join(dir, "keys")+`}
 leases: {store: redis, redis: {addrs: [`+rs.Addr()+`], prefix: serve}}
+audit: {redis: true, file: `+filepath.Join(dir, "audit.jsonl")+`, signing_key: `+filepath.Join(dir, "audit-key.pem")+`, checkpoint_every: 2}
 log: {level: error}
 `)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -120,5 +123,29 @@ log: {level: error}
 	list, err = client.ListLeases(context.Background(), &mayflyv1.ListLeasesRequest{})
 	if err != nil || len(list.GetLeases()) != 2 {
 		t.Fatalf("after recovery: %d leases, %v; want 2 (nothing minted during the outage)", len(list.GetLeases()), err)
+	}
+
+	// The audit trail, shared by replicas in the same Redis, holds both
+	// issues and verifies with the key the broker wrote beside its own.
+	pubs, err := audit.LoadPublicKeys(filepath.Join(dir, "audit-key.pem.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := goredis.NewClient(&goredis.Options{Addr: rs.Addr()})
+	defer rdb.Close()
+	stream, err := audit.NewRedisStreamSink(rdb, audit.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify(context.Background(), stream, pubs...)
+	if err != nil || !rep.OK() || !rep.SignaturesChecked || rep.Checkpoints == 0 {
+		t.Fatalf("verify the Redis trail = %v, %v", rep, err)
+	}
+	issued, err := audit.Query(context.Background(), stream, audit.Filter{Types: []audit.Type{audit.TypeLeaseIssued}})
+	if err != nil || len(issued) != 2 {
+		t.Fatalf("%d lease.issued events in the Redis trail, %v; want 2", len(issued), err)
+	}
+	if rep, err := audit.Verify(context.Background(), audit.JSONLFile{Path: filepath.Join(dir, "audit.jsonl")}); err != nil || rep.Records == 0 {
+		t.Fatalf("the replica's file: %v, %v", rep, err)
 	}
 }
