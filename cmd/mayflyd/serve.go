@@ -93,6 +93,11 @@ func newServe() *cobra.Command {
 					return fmt.Errorf("config: leases.redis: %w", err)
 				}
 				cfg.AccessStore = as
+				// Replicas behind one issuer URL share their JWT public
+				// keys, so every replica's JWKS verifies every token.
+				if cfg.JWT.Peers, err = jwt.NewRedisPeers(client, c.Leases.Redis.Prefix); err != nil {
+					return fmt.Errorf("config: leases.redis: %w", err)
+				}
 			}
 			closeID, err := identity(ctx, c, &cfg)
 			if err != nil {

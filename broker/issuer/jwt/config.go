@@ -58,6 +58,15 @@ type Config struct {
 	// token that would outlive it. DefaultRetain when zero.
 	Retain time.Duration
 
+	// Peers, if set, shares public keys with the other replicas behind
+	// the same IssuerURL (RedisPeers): each replica publishes its keys
+	// there and serves, and verifies with, everyone's, so a JWKS fetched
+	// from any replica verifies a token signed by any. Run keeps it in
+	// step every PeerRefresh (default DefaultPeerRefresh) and after each
+	// rotation; New loads it once. Nil: one replica per issuer URL.
+	Peers       PeerStore
+	PeerRefresh time.Duration
+
 	// Clock is the time source for key creation, rotation, pruning,
 	// renewal and verification; time.Now when nil. Issue does not read it:
 	// a token's times come from its lease.
@@ -109,6 +118,12 @@ func (c *Config) validate() error {
 		c.Retain = DefaultRetain
 	}
 
+	switch {
+	case c.PeerRefresh < 0:
+		return fmt.Errorf("jwt: Config.PeerRefresh %v must not be negative", c.PeerRefresh)
+	case c.PeerRefresh == 0:
+		c.PeerRefresh = DefaultPeerRefresh
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}

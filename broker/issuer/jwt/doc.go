@@ -51,10 +51,12 @@
 //	tasks = append(tasks, iss.Run)
 //	mux.Handle("/", iss.Handler(leaseActive, authorizeResourceServer))
 //
-// Limitation: one process owns a KeyDir, and keys are not shared between
-// processes. Broker replicas behind one issuer URL would each publish only
-// their own keys, so a verifier could fetch a JWKS without the key that
-// signed its token. Until keys are shared (a common store that every
-// replica loads and publishes), run the JWT issuer with one replica per
-// issuer URL.
+// Replicas: one process owns a KeyDir, and private keys are never shared.
+// Broker replicas behind one issuer URL share their public keys through
+// Config.Peers (RedisPeers, in the leases' Redis): each publishes its keys
+// with how long tokens they signed may be presented, and serves and
+// verifies with everyone's, so a verifier that fetches the JWKS from any
+// replica finds the key that signed its token. A new key reaches the
+// other replicas within Config.PeerRefresh; a verifier that sees an
+// unknown kid should refetch the JWKS (the well-behaved ones do).
 package jwt

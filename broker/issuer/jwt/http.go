@@ -206,7 +206,7 @@ func (h *handler) jwks(w http.ResponseWriter) {
 	// Modest caching: a verifier sees a new key within five minutes, and
 	// well-behaved ones refetch at once on an unknown kid.
 	w.Header().Set("Cache-Control", "public, max-age=300")
-	writeBody(w, http.StatusOK, h.i.keys.Load().jwks)
+	writeBody(w, http.StatusOK, h.i.jwksDoc())
 }
 
 func (h *handler) introspection(w http.ResponseWriter, r *http.Request) {

@@ -48,6 +48,12 @@ type Issuer struct {
 	mu            sync.Mutex
 	rotateRetryAt time.Time
 	changed       chan struct{} // wakes Run after Rotate
+	rotated       chan struct{} // wakes the peer sync after a rotation
+
+	// peers are the other replicas' keys (Config.Peers), and merged the
+	// JWKS of theirs and ours.
+	peers  atomic.Pointer[peerKeys]
+	merged merged
 }
 
 var _ issuer.Issuer = (*Issuer)(nil)
@@ -59,7 +65,7 @@ func New(cfg Config) (*Issuer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	i := &Issuer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}, 1)}
+	i := &Issuer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}, 1), rotated: make(chan struct{}, 1)}
 	i.parser = gojwt.NewParser(
 		// Only the asymmetric algorithms we sign with: never "none", never
 		// HS* (which would accept an HMAC keyed with a public key). The key
@@ -96,6 +102,14 @@ func New(cfg Config) (*Issuer, error) {
 	} else {
 		i.log.Info("jwt signing keys loaded", slog.Int("keys", len(keys)), slog.String("kid", keys[0].kid), slog.String("alg", keys[0].alg))
 		i.pruneLocked(now)
+	}
+	if cfg.Peers != nil {
+		// Best effort: Run keeps trying.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := i.syncPeers(ctx); err != nil {
+			i.log.Warn("jwt keys not shared with peers yet; will retry", slog.Any("error", err))
+		}
 	}
 	return i, nil
 }
@@ -247,7 +261,14 @@ func (i *Issuer) verificationKey(t *gojwt.Token) (any, error) {
 	}
 	k := i.keys.Load().byKid[kid]
 	if k == nil {
-		return nil, fmt.Errorf("unknown kid %.64q", kid)
+		p := i.peerKey(kid)
+		if p == nil {
+			return nil, fmt.Errorf("unknown kid %.64q", kid)
+		}
+		if t.Method == nil || t.Method.Alg() != p.alg {
+			return nil, fmt.Errorf("alg does not match key %s (%s)", kid, p.alg)
+		}
+		return p.pub, nil
 	}
 	if t.Method == nil || t.Method.Alg() != k.alg {
 		return nil, fmt.Errorf("alg does not match key %s (%s)", k.kid, k.alg)

@@ -246,6 +246,10 @@ func (i *Issuer) rotateLocked(now time.Time) error {
 		attrs = append(attrs, slog.String("retired_kid", keys[0].kid))
 	}
 	i.log.Info("jwt signing key rotated", attrs...)
+	select { // share the new key with the peers at once
+	case i.rotated <- struct{}{}:
+	default:
+	}
 	i.pruneLocked(now)
 	return nil
 }
@@ -300,6 +304,14 @@ func (i *Issuer) nextEventLocked() time.Time {
 // retried a minute later while the current key keeps signing. It returns
 // nil when ctx ends.
 func (i *Issuer) Run(ctx context.Context) error {
+	if i.cfg.Peers != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			i.runPeers(ctx, i.rotated)
+		}()
+	}
 	for {
 		i.mu.Lock()
 		next := i.nextEventLocked()
