@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mayflyhq/mayfly/broker/access"
@@ -31,6 +32,10 @@ type auditor struct {
 	metrics *metrics.Metrics
 	newID   func(time.Time) string
 	now     func() time.Time
+
+	// downSince (unix ns, 0 while up) and lastProbe implement fail-fast
+	// while the trail is down (see admit).
+	downSince, lastProbe atomic.Int64
 
 	mu      sync.Mutex
 	backlog []audit.Event // oldest first; each has its ID and Time set
@@ -63,6 +68,12 @@ func (a *auditor) prepare(e audit.Event) audit.Event {
 // It reports whether the event is in the chain: a required sink that
 // was down gets it before anything later, so it is not lost.
 func (a *auditor) appendOne(ctx context.Context, e audit.Event) (inChain bool, err error) {
+	if !a.admit() {
+		a.metrics.Audit(false)
+		return false, errTrailDown
+	}
+	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
 	ev, err := a.log.Append(ctx, e)
 	if errors.Is(err, audit.ErrSecret) {
 		e.Fields = maps.Clone(e.Fields)
@@ -74,7 +85,46 @@ func (a *auditor) appendOne(ctx context.Context, e audit.Event) (inChain bool, e
 		ev, err = a.log.Append(ctx, e)
 	}
 	a.metrics.Audit(err == nil)
+	a.result(err == nil)
 	return err == nil || (errors.Is(err, audit.ErrSinkDown) && ev.Seq != 0), err
+}
+
+// errTrailDown refuses at once while the trail is known to be down.
+var errTrailDown = errors.New("audit trail unavailable (the last appends failed; retrying)")
+
+// probeEvery is how often, while the trail is down, one caller tries it;
+// the others are refused at once instead of each waiting for a timeout.
+// appendTimeout bounds one append.
+const (
+	probeEvery    = 500 * time.Millisecond
+	appendTimeout = 3 * time.Second
+)
+
+// admit says whether a caller may try the trail now: always while it is
+// up; while it is down, one caller per probeEvery.
+func (a *auditor) admit() bool {
+	if a.downSince.Load() == 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	last := a.lastProbe.Load()
+	return now-last >= int64(probeEvery) && a.lastProbe.CompareAndSwap(last, now)
+}
+
+// result records whether an append reached the trail.
+func (a *auditor) result(ok bool) {
+	switch {
+	case ok:
+		if a.downSince.Swap(0) != 0 {
+			a.logger.Info("audit trail back")
+		}
+	case a.downSince.Load() == 0:
+		now := time.Now().UnixNano()
+		a.lastProbe.Store(now)
+		if a.downSince.CompareAndSwap(0, now) {
+			a.logger.Error("audit trail down: actions that must be audited are refused until it is back")
+		}
+	}
 }
 
 // Must records e before the action it describes: the backlog first (the
@@ -96,6 +146,20 @@ func (a *auditor) Must(ctx context.Context, e audit.Event) error {
 func (a *auditor) Ready(ctx context.Context) error {
 	if a == nil {
 		return nil
+	}
+	if a.downSince.Load() != 0 {
+		// Known down: refuse at once, but let one caller in a while probe
+		// the trail (a checkpoint is the one event that says nothing new).
+		if !a.admit() {
+			return errTrailDown
+		}
+		pctx, cancel := context.WithTimeout(ctx, appendTimeout)
+		_, err := a.log.Checkpoint(pctx)
+		cancel()
+		a.result(err == nil)
+		if err != nil {
+			return err
+		}
 	}
 	if err := a.drain(ctx); err != nil {
 		return err
@@ -129,13 +193,13 @@ func (a *auditor) Record(e audit.Event) {
 	queued := len(a.backlog) > 0
 	a.mu.Unlock()
 	if !queued {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		in, err := a.appendOne(ctx, e)
-		cancel()
+		in, err := a.appendOne(context.Background(), e)
 		if in {
 			return
 		}
-		a.logger.Warn("audit trail unavailable; event kept for retry", "type", e.Type, "error", err)
+		if !errors.Is(err, errTrailDown) {
+			a.logger.Warn("audit trail unavailable; event kept for retry", "type", e.Type, "error", err)
+		}
 	}
 	a.mu.Lock()
 	if len(a.backlog) >= auditBacklogMax {
@@ -195,7 +259,7 @@ func (a *auditor) Run(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		if err := a.drain(ctx); err != nil {
-			backoff = min(2*backoff, 5*time.Second)
+			backoff = min(2*backoff, time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -68,6 +69,11 @@ type Options struct {
 	AccessStore access.Store
 	// Audit is the broker's audit trail (default: none).
 	Audit *audit.Log
+	// Registry receives the broker's metrics (default: a new one), so a
+	// test can read its gauges; StatsInterval is how often the counted
+	// gauges refresh (default 15s).
+	Registry      *prometheus.Registry
+	StatsInterval time.Duration
 	// QuotaRate and QuotaBurst are the per-identity quota (default: none).
 	QuotaRate  float64
 	QuotaBurst int
@@ -183,6 +189,8 @@ func New(opts Options) (env *Env, err error) {
 		Now:            opts.Now,
 		Audit:          opts.Audit,
 		QuotaRate:      opts.QuotaRate,
+		Registry:       opts.Registry,
+		StatsInterval:  opts.StatsInterval,
 		QuotaBurst:     opts.QuotaBurst,
 	})
 	if err != nil {
