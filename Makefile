@@ -2,7 +2,7 @@
 GO  ?= go
 BUF := $(GO) tool -modfile=deploy/tools/buf/go.mod buf
 
-.PHONY: all build test quick proto proto-check lint fmt vet dev bench fuzz
+.PHONY: all build test quick proto proto-check lint fmt vet dev bench fuzz chaos
 
 all: build
 
@@ -40,3 +40,15 @@ bench:
 
 fuzz:
 	FUZZTIME=60s bash deploy/scripts/fuzz.sh
+
+## chaos: the fault and attack matrix (deploy/chaos) at full length, each
+## fault case with CHAOS_RUNS random seeds, without the race detector so
+## that the latency figures are the real ones (CI runs the short matrix
+## with -race as part of `make test`); prints the results table and
+## writes it to .cache/chaos-report.md. Replay one run with the seed it printed:
+##   go test ./deploy/chaos -run '^TestCase1SIGKILLMidIssuance$$' -args -chaos.seed=N
+CHAOS_RUNS ?= 5
+chaos:
+	mkdir -p .cache
+	CI=true $(GO) test -count=1 -timeout 90m -v ./deploy/chaos/ \
+		-args -chaos.runs=$(CHAOS_RUNS) -chaos.full -chaos.report=$(CURDIR)/.cache/chaos-report.md

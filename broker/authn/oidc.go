@@ -39,6 +39,11 @@ const (
 // be (the provider's clock runs ahead). Expiry gets no leeway at all.
 const oidcClockSkew = time.Minute
 
+// oidcMaxLifetime is the longest ID token accepted (exp - iat; exp - now
+// without iat): providers issue ID tokens for an hour or so, and a token
+// that lives for days is a login nobody can end.
+const oidcMaxLifetime = 12 * time.Hour
+
 // oidcKeysRefreshAfter is how long fetched keys are used before they are
 // fetched again; oidcKeysMinRefresh is the least time between two fetches
 // prompted by a token signed with a key the broker has not seen (so that
@@ -274,6 +279,7 @@ func (v *OIDCVerifier) Providers() []OIDCProvider {
 type oidcClaims struct {
 	Iss string       `json:"iss"`
 	Aud audience     `json:"aud"`
+	Azp string       `json:"azp"`
 	Exp *json.Number `json:"exp"`
 	Iat *json.Number `json:"iat"`
 	Nbf *json.Number `json:"nbf"`
@@ -484,6 +490,12 @@ func (s *oidcIssuer) verify(ctx context.Context, token string, h oidcHeader, c o
 	if !slices.Contains(c.Aud, s.cfg.Audience) {
 		return Principal{}, unauthenticated("OIDC token from %s: audience %q not accepted: it must include %q", name, []string(c.Aud), s.cfg.Audience)
 	}
+	// OpenID Connect Core 3.1.3.7: a token for several audiences must say
+	// which client it was issued to (azp), and that must be ours; another
+	// client's token that merely lists us is not a login to the broker.
+	if (len(c.Aud) > 1 && c.Azp == "") || (c.Azp != "" && c.Azp != s.cfg.Audience) {
+		return Principal{}, unauthenticated("OIDC token from %s was issued to client %q (azp), not to %q", name, c.Azp, s.cfg.Audience)
+	}
 	if c.Exp == nil {
 		return Principal{}, unauthenticated("OIDC token from %s has no exp claim", name)
 	}
@@ -501,6 +513,13 @@ func (s *oidcIssuer) verify(ctx context.Context, token string, h oidcHeader, c o
 		if iat := numericDate(*c.Iat); iat.After(now.Add(oidcClockSkew)) {
 			return Principal{}, unauthenticated("OIDC token from %s was issued in the future, at %s (check the clocks of the identity provider and the broker)", name, formatTime(iat))
 		}
+	}
+	start := now
+	if c.Iat != nil {
+		start = numericDate(*c.Iat)
+	}
+	if life := exp.Sub(start); life > oidcMaxLifetime+oidcClockSkew {
+		return Principal{}, unauthenticated("OIDC token from %s lives %s; the broker accepts ID tokens of at most %s (configure the provider's ID token lifetime)", name, life.Round(time.Minute), oidcMaxLifetime)
 	}
 
 	verifier, algs, err := s.ready(ctx)

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -215,8 +216,29 @@ func TestOIDCVerifierAcceptsIDToken(t *testing.T) {
 	// the policy cannot name is dropped; no groups claim at all.
 	claims["groups"] = "platform"
 	claims["aud"] = []string{"other-app", "mayfly"}
+	claims["azp"] = "mayfly"
 	if p, err = v.VerifyBearer(context.Background(), idp.sign(t, claims)); err != nil || !slices.Equal(p.Groups, []string{"oidc-group:corp/platform"}) {
 		t.Fatalf("groups as a string: %+v, %v", p, err)
+	}
+	// Another client's token that lists us among its audiences is not a
+	// login to the broker (OIDC Core 3.1.3.7), nor is a token for several
+	// audiences that does not say which client it is for.
+	for _, azp := range []any{"other-app", nil} {
+		if azp == nil {
+			delete(claims, "azp")
+		} else {
+			claims["azp"] = azp
+		}
+		if _, err := v.VerifyBearer(context.Background(), idp.sign(t, claims)); !errors.Is(err, authn.ErrUnauthenticated) || !strings.Contains(err.Error(), "azp") {
+			t.Fatalf("aud %v, azp %v: %v; want refused naming azp", claims["aud"], azp, err)
+		}
+	}
+	claims["azp"] = "mayfly"
+	// An ID token that lives for days is refused.
+	long := maps.Clone(claims)
+	long["exp"] = time.Now().Add(30 * 24 * time.Hour).Unix()
+	if _, err := v.VerifyBearer(context.Background(), idp.sign(t, long)); !errors.Is(err, authn.ErrUnauthenticated) || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("a 30-day ID token: %v; want refused", err)
 	}
 	claims["groups"] = []string{"Platform Team", "plätform", " sre", ""}
 	if p, err = v.VerifyBearer(context.Background(), idp.sign(t, claims)); err != nil || !slices.Equal(p.Groups, []string{"oidc-group:corp/Platform Team"}) {

@@ -30,9 +30,11 @@ const (
 )
 
 const (
-	// storeBackoffMin and storeBackoffMax bound the pause after a store error.
+	// storeBackoffMin and storeBackoffMax bound the pause after a store
+	// error. The cap is short so that leases that fell due while the
+	// store was down are revoked within a second or so of its return.
 	storeBackoffMin = 200 * time.Millisecond
-	storeBackoffMax = 5 * time.Second
+	storeBackoffMax = time.Second
 	// minPoll is the shortest pause when the store says a lease is due but
 	// Claim returned none (a claim deadline on the edge), so the loop does
 	// not spin.

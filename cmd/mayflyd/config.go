@@ -33,6 +33,7 @@ type fileConfig struct {
 		Batch       int      `yaml:"batch"`
 		Concurrency int      `yaml:"concurrency"`
 		MaxAttempts int      `yaml:"max_attempts"`
+		Hold        duration `yaml:"hold"`
 		BackoffBase duration `yaml:"backoff_base"`
 		BackoffMax  duration `yaml:"backoff_max"`
 		// UnavailableBackoffMax caps retries while a backend is down.

@@ -63,6 +63,7 @@ func newServe() *cobra.Command {
 					Batch:                 c.Revoker.Batch,
 					Concurrency:           c.Revoker.Concurrency,
 					MaxAttempts:           c.Revoker.MaxAttempts,
+					Hold:                  time.Duration(c.Revoker.Hold),
 					BackoffBase:           time.Duration(c.Revoker.BackoffBase),
 					BackoffMax:            time.Duration(c.Revoker.BackoffMax),
 					UnavailableBackoffMax: time.Duration(c.Revoker.UnavailableBackoffMax),

@@ -41,6 +41,7 @@ func openStore(ctx context.Context, c *fileConfig, log *slog.Logger) (lease.Stor
 		ReadTimeout:           2 * time.Second,
 		WriteTimeout:          2 * time.Second,
 		MaxRetries:            2,
+		DialerRetries:         1, // fail fast (Unavailable within a second) while Redis is down
 		PoolSize:              64,
 		ContextTimeoutEnabled: true,
 	}
