@@ -126,6 +126,7 @@ type Broker struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	audit   *auditor
+	overdue *overdueRetries
 	policy  *policy.Holder
 	jwt     *jwt.Issuer
 	issuers map[string]issuer.Issuer
@@ -211,12 +212,21 @@ func New(cfg Config) (*Broker, error) {
 	rc.Issuers = func(name string) (issuer.Issuer, bool) { i, ok := b.issuers[name]; return i, ok }
 	rc.Now = cfg.Now
 	rc.Logger = cfg.Logger
+	// Late revocations this replica retries, for the overdue gauge when
+	// the store cannot count them: an entry lasts until the lease ends or
+	// two retry intervals and a claim pass without another failure.
+	b.overdue = newOverdueRetries(2*max(rc.UnavailableBackoffMax, revoker.DefaultUnavailableBackoffMax) + max(rc.Hold, revoker.DefaultHold))
 	rc.OnRevoked = func(l *lease.Lease, lag time.Duration) {
+		b.overdue.ended(l.ID)
 		b.metrics.Revoked(string(l.RevokeReason), lag)
 		b.audit.Record(audit.LeaseRevoked(l))
 	}
-	rc.OnRetry = func(*lease.Lease, error) { b.metrics.Retry() }
+	rc.OnRetry = func(l *lease.Lease, _ error) {
+		b.metrics.Retry()
+		b.overdue.failed(l, cfg.Now())
+	}
 	rc.OnIrrevocable = func(l *lease.Lease, _ error) {
+		b.overdue.ended(l.ID)
 		b.metrics.Irrevocable()
 		b.audit.Record(audit.LeaseIrrevocable(l))
 	}
@@ -648,6 +658,10 @@ func (b *Broker) refreshStats(ctx context.Context) {
 		} else {
 			b.metrics.Leases(n.Pending, n.Active, n.Revoking, n.Overdue)
 		}
+	} else {
+		// A store that cannot count (Redis): the late revocations this
+		// replica is retrying.
+		b.metrics.Overdue(b.overdue.count(b.cfg.Now()))
 	}
 	pending, overdue, err := b.access.Stats(ctx)
 	if err != nil {

@@ -147,6 +147,14 @@ func (m *Metrics) Leases(pending, active, revoking, overdue int64) {
 	}
 }
 
+// Overdue sets the overdue-revocations gauge alone (a lease store that
+// cannot count its leases by state).
+func (m *Metrics) Overdue(n int64) {
+	if m != nil {
+		m.overdue.Set(float64(n))
+	}
+}
+
 // Access sets the access gauges: requests waiting for approval and
 // reviews past their deadline.
 func (m *Metrics) Access(pending, overdueReviews int) {

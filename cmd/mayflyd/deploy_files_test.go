@@ -121,7 +121,7 @@ func checkServable(t *testing.T, c *fileConfig, policyFile string) {
 	// and the stores are built as serve builds them.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, client, closeStore, err := openStore(ctx, c, log)
+	_, client, closeStore, err := openStore(ctx, c, log, func(string) {})
 	if err != nil {
 		t.Fatalf("leases: %v", err)
 	}

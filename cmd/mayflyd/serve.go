@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -77,7 +78,14 @@ func newServe() *cobra.Command {
 				}
 				cfg.TrustDomains = append(cfg.TrustDomains, td)
 			}
-			store, client, closeStore, err := openStore(ctx, c, log)
+			var running atomic.Pointer[broker.Broker]
+			store, client, closeStore, err := openStore(ctx, c, log, func(detail string) {
+				if b := running.Load(); b != nil {
+					b.ReportStoreDataLoss(detail)
+					return
+				}
+				log.Error("the lease store lost its data: credentials issued before end only at their native expiry", "detail", detail)
+			})
 			if err != nil {
 				return err
 			}
@@ -122,6 +130,7 @@ func newServe() *cobra.Command {
 				return err
 			}
 			src.iss = b.JWT()
+			running.Store(b)
 			return b.Run(ctx)
 		},
 	}

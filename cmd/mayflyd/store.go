@@ -26,7 +26,10 @@ func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 
 // openStore builds the lease store the config names. The returned close
 // function releases its connections.
-func openStore(ctx context.Context, c *fileConfig, log *slog.Logger) (lease.Store, goredis.UniversalClient, func(), error) {
+// onDataLoss reports that Redis lost the leases (FLUSHALL, a restart
+// without persistence): to the broker once it runs (an alert metric, the
+// audit trail), and to the log in any case.
+func openStore(ctx context.Context, c *fileConfig, log *slog.Logger, onDataLoss func(detail string)) (lease.Store, goredis.UniversalClient, func(), error) {
 	if c.Leases.Store == "memory" {
 		return memory.New(), nil, func() {}, nil
 	}
@@ -79,6 +82,7 @@ func openStore(ctx context.Context, c *fileConfig, log *slog.Logger) (lease.Stor
 		Retain:       time.Duration(rc.Retain),
 		WaitReplicas: rc.WaitReplicas,
 		WaitTimeout:  time.Duration(rc.WaitTimeout),
+		OnDataLoss:   onDataLoss,
 	})
 	if err != nil {
 		_ = client.Close()

@@ -58,7 +58,9 @@ func TestFigures(t *testing.T) {
 path "sys/leases/renew" { capabilities = ["update"] }`); err != nil {
 		t.Fatal(err)
 	}
-	b := startBroker(t, f, brokerOpts{revoker: revoker.Config{MaxIdle: 100 * time.Millisecond}})
+	// A revoker sized for a database backend: each revocation waits for
+	// PostgreSQL to drop a role, so more of them in flight (revoker.concurrency).
+	b := startBroker(t, f, brokerOpts{revoker: revoker.Config{MaxIdle: 100 * time.Millisecond, Concurrency: 64}})
 	conns := make([]mayflyv1.CredentialServiceClient, figuresCallers)
 	for k := range conns {
 		conns[k] = mayflyv1.NewCredentialServiceClient(b.env.Dial(t, workloadID))

@@ -9,63 +9,99 @@
 //	})
 //	store, err := leaseredis.New(rdb, leaseredis.Options{})
 //
-// # Layout
+// # Layout (version 2)
 //
 // Leases are spread over Options.Shards shards (default 16). The shard of
 // a lease is FNV-1a(id) mod Shards, so it follows from the id alone and a
 // single-lease operation touches one shard. Every key of shard s carries
 // the hash tag {s}, so in a cluster all of a shard's keys live in one slot
-// and one Lua script can change a lease and its indexes together:
+// and one Lua script changes a lease and its indexes together:
 //
-//	mf:{s}:lease:<id>         HASH    the lease
-//	mf:{s}:due                ZSET    id -> due ms: pending and active leases
-//	mf:{s}:claimed            ZSET    id -> claim deadline ms: revoking leases
-//	mf:{s}:gone               ZSET    "id\0subject\0entitlement\0grant" -> sweep ms: terminal leases
-//	mf:{s}:all                ZSET    every lease id, score 0 (List in id order)
-//	mf:{s}:by:sub:<subject>   ZSET    ids by subject, score 0 (kill switch, List)
-//	mf:{s}:by:ent:<name>      ZSET    ids by entitlement, score 0
-//	mf:{s}:by:grant:<id>      ZSET    ids by grant, score 0
-//	mf:{r}:req:<digest>       STRING  the lease id of (subject, request id)
+//	mf:{s}:r:<c>       HASH    id -> packed record; c is the id's last character (32 hashes a shard)
+//	mf:{s}:p           ZSET    id -> pending deadline ms: pending leases (few, soon active)
+//	mf:{s}:d           bucketed (due ms, id): active leases
+//	mf:{s}:c           ZSET    id -> claim deadline ms: revoking leases
+//	mf:{s}:g           bucketed (sweep ms, id): terminal leases
+//	mf:{s}:s           bucketed tag(subject) id           (kill switch, List)
+//	mf:{s}:e           bucketed entitlement code ":" id   (kill switch, List, List without filters)
+//	mf:{s}:k           bucketed tag(grant) id             (kill switch, List)
+//	mf:{s}:m           HASH    meta: the data-loss marker (e epoch, v layout version), interned names
+//	mf:{r}:q:<digest>  STRING  the lease id of (subject, request id)
 //
-// A lease is in exactly one of due, claimed and gone. The index sets are
-// sorted sets with equal scores, so ZRANGEBYLEX pages them in id order
-// (ids sort by creation time); on Redis 7.0 a small sorted set is also
-// cheaper than a small set (listpack against hash table).
+// A lease is in exactly one of p, d, c and g, and (until it is swept) in s,
+// e and, if it has a grant, k. Its record is one MessagePack stream (see
+// codec.go): slots in a fixed order, times in milliseconds as offsets from
+// IssuedAt, defaults left out at the end. Entitlement, issuer and
+// revocable reason are few and named by configuration, so each shard
+// interns them in its meta hash (kind+name -> small code, "#"code ->
+// kind+name) and the record holds the code; those entries are never
+// removed (a shard keeps one for every name it has seen). Subjects and
+// grants are many, so they stay in the record.
 //
-// The hash has one-letter field names, and a field whose value is empty,
-// zero or the common default is not stored: s subject, e entitlement, g
-// grant, n issuer, x external ref, q request id, t state (p a c r i), b
-// state before the current claim, I E H D issued/expires/hard end/due in
-// ms (D only when it differs from E), f flags (not renewable 1, not
-// revocable 2), y revocable reason, A attempts, L last error, R revoke
-// reason, Q revoke requested ms, V revoked ms, F fence.
+// A bucketed set is a directory ZSET of bucket bounds plus one ZSET per
+// bucket, <set>|<bound>, holding the entries from its bound up to the
+// next bound, at most 63 of them. So every bucket stays a listpack (the
+// default zset-max-listpack-entries is 128 and -value 64; the store
+// changes no server setting), where an entry costs its bytes plus two or
+// three, against about 120 bytes in a skiplist. A script routes an entry
+// with one ZREVRANGEBYLEX on the directory. Every directory also holds a
+// 65-byte sentinel, which keeps it a skiplist: lex ranges on a listpack
+// take linear time. A full bucket splits in two, or starts a new bucket
+// when the entry is its last (ids grow with time, so appends fill
+// buckets); a bucket below 16 entries merges with a neighbour when both fit
+// in 48; an empty one goes. The due and gone sets order entries by (time,
+// id): a bound there is the time as 16 digits (offset by 2^52) followed by
+// the id.
+//
+// The index by subject, entitlement or grant is one bucketed set per
+// shard, not one key per name, so a name with one lease costs what a name
+// with thousands does. An entry is the name's tag (the first 10 hex digits
+// of its SHA-1 for subjects and grants, the interned code for
+// entitlements) followed by the id, so the leases of one name are one
+// range, in id order. Names whose tags collide share a range; readers
+// check the record. There is no index of every lease: List without
+// filters merges the entitlement ranges (every lease has an entitlement).
+//
+// Layout version 2 shares no key name with version 1 (a hash per lease,
+// mf:{s}:lease:<id>, and sorted sets due, claimed, gone, all and
+// by:sub/ent/grant:<name>). A version 2 store does not see version 1
+// leases, so it never revokes them early (each still ends at its native
+// expiry). Upgrade with an empty store: stop issuing, let the old revoker
+// end every lease (or let them all expire), deploy, then delete the old
+// keys (SCAN for the old names), or give the new store another Prefix.
+// The meta hash's v field records the layout version for the next change.
 //
 // # Scripts
 //
 // Every state change of one lease and its indexes is one Lua script, run
 // with EVALSHA and reloaded by itself after a restart or SCRIPT FLUSH
 // (go-redis Script.Run). Redis runs a script atomically but does not roll
-// back one that fails half way, so every script reads and checks
-// everything first (the lease exists, its state and fence, the type of
-// every key it will write) and only then writes. The errors Redis can
-// still raise at a script's first write (OOM under noeviction, READONLY
-// on a replica) change nothing. The tests inject a key of the wrong type
-// under each script and a tiny maxmemory, and check that no key changed.
+// back one that fails half way, so every script reads all it will write
+// first (the lease exists, its state and fence; a read of a key of the
+// wrong type fails there) and only then writes, beginning with a write
+// that Redis refuses over maxmemory, so that OOM under noeviction, like
+// READONLY on a replica, changes nothing. The tests turn each key a
+// script writes (directories, buckets, record hashes, meta) into a string,
+// and set a tiny maxmemory, and check that no key changed.
 //
 // Times are the caller's, passed as milliseconds since the epoch; scripts
-// never read Redis TIME. Only the Retain TTL of a terminal lease runs on
-// Redis's clock.
+// never read Redis TIME, and hand times to Redis as exact integer strings.
+// A store keeps every time within 2^52 ms of the epoch (Lua numbers are
+// exact to 2^53, and the record keeps times as offsets of one another).
 //
 // Claim visits the shards from a random one, so replicas claiming at once
 // spread out, and runs one script per shard that takes at most the number
-// still wanted: the due ids (score <= now) and lapsed claims (deadline <=
-// now), earliest first, moved to claimed with deadline now+hold, state
-// revoking, fence+1. One script never touches more than max leases,
-// counting the terminal leases it sweeps with the room left. NextDue is
-// the least first score of due and claimed over the shards (one
-// pipeline). RevokeMatching walks one index per shard in batches of 256,
-// a script per batch, each lease changed atomically; List walks the
-// smallest index the query allows in every shard and merges.
+// still wanted: pending leases whose deadline passed, active leases due
+// (score <= now) and lapsed claims (deadline <= now), earliest first,
+// moved to c with deadline now+hold, state revoking, fence+1. One script
+// never touches more than max leases, counting the terminal leases it
+// sweeps with the room left. NextDue is the least first entry of p, d and
+// c over the shards (one pipeline). RevokeMatching walks the name's range
+// of one index per shard in batches of 256, a script per batch, each
+// lease changed atomically. List walks, in every shard, the filter's
+// range that spans the fewest buckets, and merges the shards; without
+// filters it merges the ranges of every entitlement the shard has seen
+// (that List is for operators; its cost grows with the entitlements).
 //
 // # Request ids
 //
@@ -84,11 +120,36 @@
 //
 // # Retention
 //
-// When a lease ends (Finish revoked or irrevocable), its hash gets a TTL
-// of Options.Retain (default 7 days) and it is queued in gone to be swept
-// at Outcome.At+Retain: a later Claim in its shard removes it from every
-// index, with the room its batch has left. So Redis does not grow without
-// bound; only live leases and the last Retain of ended ones are kept.
+// When a lease ends (Finish revoked or irrevocable) it moves to g, to be
+// swept at Outcome.At+Retain (default 7 days): a later Claim in its shard,
+// with the room its batch has left, deletes its record and its index
+// entries. So Redis does not grow without bound; only live leases and the
+// last Retain of ended ones are kept. No key has a TTL but request keys.
+//
+// # Data loss
+//
+// Each shard's meta hash holds a marker: a random epoch (field e), written
+// by the first Create, Claim or CheckDataLoss that finds none. Every
+// Create reads its shard's marker, and every Claim the marker of each
+// shard it visits (a revoker pass that does not fill its batch visits
+// every shard), in the same script, with no extra round trip; the store
+// remembers each epoch it has seen. When a marker it had seen is missing
+// (it re-creates it) or holds another epoch (another broker replica
+// re-created it), Redis lost that shard's data: FLUSHALL, a restart
+// without persistence, a failover to a replica that had nothing, or
+// eviction. The store calls Options.OnDataLoss once per call that
+// noticed, naming the shards, and carries on; so a loss is reported within
+// one revoker pass. A marker missing from a shard that still holds leases
+// is reported even by a store that never saw it. CheckDataLoss checks
+// every shard at once (a health check, or a store that does not claim).
+// The broker is to feed the callback to the counter
+// mayfly_lease_store_data_loss_total. Nothing is repaired: the leases of
+// a lost shard are credentials nobody will revoke early (each still ends
+// at its native expiry). New does not contact Redis, so a store learns
+// each marker at its first call there. The marker tells a shard that lost
+// everything, not one that lost its last second of writes (a crash with
+// appendfsync everysec, a failover to a replica that lagged): for those,
+// WaitReplicas.
 //
 // # Persistence: what the broker needs from Redis
 //
@@ -144,16 +205,50 @@
 //
 // # Memory
 //
-// BenchmarkMemoryPerLease writes 100,000 active leases (26-character ids
-// and external refs, subjects of about 45 characters, entitlements of 15,
-// grants of 40) and reports the growth of INFO used_memory per lease. On
-// Redis 7.0.15 with 16 shards: about 860 bytes when 2,000 subjects, 20
-// entitlements and 200 grants are shared; about 975 with a grant per
-// lease; about 1,050 with a request id on every lease (its request key).
-// MEMORY USAGE splits the first: lease hash 312 (a listpack: one-letter
-// fields, empty and default values left out), due entry 120, all entry
-// 120, entitlement index 131 (a skiplist past 128 members a shard),
-// subject index 72, grant index 37. A sorted-set entry costs about 120
-// bytes once its set is past 128 members, which is what puts a lease with
-// its four indexes above 500 bytes.
+// TestMemoryPerLeaseAt writes N active leases with Create and Activate
+// (26-character ids and external refs, subjects of about 45 characters,
+// entitlements of 15, grants of 40) into an empty Redis and reports the
+// growth of INFO used_memory per lease, and MEMORY USAGE per kind of key;
+// it fails over 500 bytes a lease (by default it writes 20,000, where a
+// lease costs about 455):
+//
+//	CI=true MAYFLY_LEASE_MEMORY=1000000 go test -run TestMemoryPerLeaseAt -v -timeout 60m ./broker/lease/redis/
+//
+// At 1,000,000 leases on Redis 7.0.15, 16 shards, default server
+// settings: 433 bytes a lease when 2,000 subjects, 20 entitlements and
+// 200 grants are shared; 429 with a grant per lease; 657 with a request
+// id on every lease. Layout version 1 took 885, 914 and 1,094. MEMORY
+// USAGE splits the first: the record 225 (a field of a hashtable hash:
+// dict entry, id, and the packed value of about 140 bytes in a 160-byte
+// allocation); the due entry 48 and the index entries by subject 50,
+// entitlement 46 and grant 54 (each an entry of 30 to 40 bytes in a
+// listpack bucket, plus its share of the bucket's key and of the
+// directory); pending, claimed and meta next to nothing. The other 11 are
+// the main dictionary and allocator rounding. A request id adds its key
+// (a STRING with a TTL: about 130 bytes, and its expiry entry) and 26
+// bytes to the record, which then takes the 192-byte allocation.
+//
+// What moves the figure: a record over 156 packed bytes (long subjects,
+// grants or external refs; a request id) takes the next allocation class
+// (+32). A revocable reason, an entitlement or an issuer costs a small
+// code, whatever its length (interned once a shard). A subject or grant
+// with one lease costs what one with thousands does (the indexes are per
+// shard, not per name). A terminal lease kept for Retain costs about what
+// an active one does (its gone entry replaces the due entry).
+//
+// # Throughput
+//
+// BenchmarkCreateActivate (issuance: a Create and an Activate script a
+// lease, 32 callers) and BenchmarkClaimFinish (the revoker: Claim 256,
+// Finish each from 16 goroutines), client and Redis on one busy two-core
+// machine, each paired with layout version 1 in the same minute: issuance
+// ran at 0.62 to 1.34 times version 1 (median 0.77; 5,100 to 11,100
+// leases/s against 6,900 to 12,600), the revoker at 0.81 to 1.47 times
+// (median 1.07; 11,800 to 16,900 against 9,100 to 16,200). Issuance
+// costs more Redis time than in version 1 (about 50 µs a Create and 30 µs
+// an Activate against 35 and 23): a lease routes four entries (subject,
+// entitlement, grant, due) through a directory, one ZREVRANGEBYLEX each,
+// where version 1 added them to plain sorted sets; the client sends and
+// decodes less (a packed record against 30 fields). The revoker's scripts
+// touch fewer keys than before.
 package redis

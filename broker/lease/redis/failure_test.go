@@ -74,16 +74,28 @@ func snapshot(t *testing.T, c *goredis.Client, prefix string) string {
 }
 
 // TestFailureMidScript makes a key a script would write the wrong type
-// (a STRING where a sorted set is expected), so a write inside the script
-// would fail half way, and checks that each script refuses before its
-// first write: every key is exactly as before and the error is a plain
-// store error, not a sentinel.
+// (a STRING where a hash, a sorted set or a bucket is expected), so a
+// write inside the script would fail half way, and checks that each
+// script refuses before its first write: every key is exactly as before
+// and the error is a plain store error, not a sentinel.
 func TestFailureMidScript(t *testing.T) {
 	_, c, _ := single(t, redis.Options{})
 	ctx := t.Context()
 	prefix := uniquePrefix()
 	s := newStore(t, c, redis.Options{Prefix: prefix})
-	keyOf := func(id, rest string) string { return fmt.Sprintf("%s:{%d}:%s", prefix, s.Shard(id), rest) }
+	keyOf := func(id, rest string) string { return shardKey(s, id, rest) }
+	// bucketOf is the bucket of set (d, a, s, ...) that holds id's entry.
+	bucketOf := func(id, set string) string {
+		t.Helper()
+		_, where := setEntries(t, c, keyOf(id, set))
+		for m, b := range where {
+			if strings.HasSuffix(m, id) {
+				return b
+			}
+		}
+		t.Fatalf("no entry of %s in %s", id, keyOf(id, set))
+		return ""
+	}
 
 	// breaking turns key into a string for the duration of fn (its content
 	// kept aside) and checks that fn's error is a store error and that
@@ -102,7 +114,7 @@ func TestFailureMidScript(t *testing.T) {
 		}
 		before := snapshot(t, c, prefix)
 		err := fn()
-		wantStoreError(t, "with "+key+" a string", err, "holds a string")
+		wantStoreError(t, "with "+key+" a string", err, "WRONGTYPE")
 		if after := snapshot(t, c, prefix); after != before {
 			t.Fatalf("keys changed by a refused script:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
@@ -113,79 +125,114 @@ func TestFailureMidScript(t *testing.T) {
 			}
 		}
 	}
-
-	t.Run("Create", func(t *testing.T) {
-		create := func(l *lease.Lease) { // a neighbour in the same indexes
-			if _, err := s.Create(ctx, l); err != nil {
-				t.Fatal(err)
+	// sameShard returns a lease like newLease(base, i) in the shard of id.
+	sameShard := func(id string, i int) *lease.Lease {
+		for {
+			l := newLease(base, i)
+			if s.Shard(l.ID) == s.Shard(id) {
+				return l
 			}
 		}
-		l := newLease(base, 1)
-		other := newLease(base, 1)
+	}
+
+	// Every shard's marker exists (a Claim that visits a shard without one
+	// creates it).
+	if err := s.CheckDataLoss(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := newLease(base, 1)
+	t.Run("Create", func(t *testing.T) {
+		other := sameShard(l.ID, 1)              // a neighbour in the same indexes and buckets
 		other.DueAt = base.Add(1000 * time.Hour) // never due in this test
-		create(other)
-		for _, k := range []string{"by:grant:" + l.GrantID, "by:ent:" + l.Entitlement, "by:sub:" + l.Subject, "all", "due"} {
-			breaking(t, keyOf(l.ID, k), func() error { _, err := s.Create(ctx, l.Clone()); return err })
+		if _, err := s.Create(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{recordKey(s, l.ID), keyOf(l.ID, "k"), keyOf(l.ID, "e"), keyOf(l.ID, "s"),
+			keyOf(l.ID, "p"), keyOf(l.ID, "m"),
+			bucketOf(other.ID, "e"), bucketOf(other.ID, "s"), bucketOf(other.ID, "k")} {
+			breaking(t, k, func() error { _, err := s.Create(ctx, l.Clone()); return err })
 		}
 		if _, err := s.Get(ctx, l.ID); !errors.Is(err, lease.ErrNotFound) {
 			t.Fatalf("Get after refused Creates: %v, want ErrNotFound", err)
 		}
 	})
-	t.Run("LeaseKeyOfWrongType", func(t *testing.T) {
-		l := newLease(base, 2)
-		breaking(t, keyOf(l.ID, "lease:"+l.ID), func() error { _, err := s.Activate(ctx, l.ID, "ref"); return err })
+	t.Run("RecordOfWrongType", func(t *testing.T) {
+		m := newLease(base, 2)
+		breaking(t, recordKey(s, m.ID), func() error { _, err := s.Activate(ctx, m.ID, "ref"); return err })
+		breaking(t, recordKey(s, m.ID), func() error { _, err := s.Get(ctx, m.ID); return err })
 	})
 
-	l := newLease(base, 3)
 	if _, err := s.Create(ctx, l); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("Activate", func(t *testing.T) {
-		breaking(t, keyOf(l.ID, "due"), func() error { _, err := s.Activate(ctx, l.ID, "ref"); return err })
+		for _, k := range []string{keyOf(l.ID, "p"), keyOf(l.ID, "d"), recordKey(s, l.ID)} {
+			breaking(t, k, func() error { _, err := s.Activate(ctx, l.ID, "ref"); return err })
+		}
 	})
 	if _, err := s.Activate(ctx, l.ID, "ref"); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("Renew", func(t *testing.T) {
-		breaking(t, keyOf(l.ID, "due"), func() error { _, err := s.Renew(ctx, l.ID, l.HardEnd); return err })
+		for _, k := range []string{keyOf(l.ID, "d"), bucketOf(l.ID, "d")} {
+			breaking(t, k, func() error { _, err := s.Renew(ctx, l.ID, l.HardEnd); return err })
+		}
 	})
 	t.Run("Revoke", func(t *testing.T) {
-		breaking(t, keyOf(l.ID, "due"), func() error { _, err := s.Revoke(ctx, l.ID, lease.ReasonExplicit, base); return err })
+		for _, k := range []string{keyOf(l.ID, "d"), bucketOf(l.ID, "d")} {
+			breaking(t, k, func() error { _, err := s.Revoke(ctx, l.ID, lease.ReasonExplicit, base); return err })
+		}
 	})
 	t.Run("RevokeMatching", func(t *testing.T) {
-		breaking(t, keyOf(l.ID, "due"), func() error {
-			_, err := s.RevokeMatching(ctx, lease.Selector{Subject: l.Subject}, lease.ReasonKillSwitch, base)
+		for _, k := range []string{keyOf(l.ID, "d"), bucketOf(l.ID, "d"), keyOf(l.ID, "s"), bucketOf(l.ID, "s")} {
+			breaking(t, k, func() error {
+				_, err := s.RevokeMatching(ctx, lease.Selector{Subject: l.Subject}, lease.ReasonKillSwitch, base)
+				return err
+			})
+		}
+		breaking(t, keyOf(l.ID, "m"), func() error {
+			_, err := s.RevokeMatching(ctx, lease.Selector{Entitlement: l.Entitlement}, lease.ReasonKillSwitch, base)
 			return err
 		})
 	})
 	// Only l's shard has due leases: claims elsewhere find nothing.
 	t.Run("Claim", func(t *testing.T) {
-		breaking(t, keyOf(l.ID, "claimed"), func() error { _, err := s.Claim(ctx, l.ExpiresAt, 10, time.Minute); return err })
+		for _, k := range []string{keyOf(l.ID, "c"), keyOf(l.ID, "p"), keyOf(l.ID, "m"), keyOf(l.ID, "d"), bucketOf(l.ID, "d"), recordKey(s, l.ID)} {
+			breaking(t, k, func() error { _, err := s.Claim(ctx, l.ExpiresAt, 10, time.Minute); return err })
+		}
 	})
 	cs, err := s.Claim(ctx, l.ExpiresAt, 10, time.Minute)
 	if err != nil || len(cs) != 1 || cs[0].Lease.ID != l.ID {
 		t.Fatalf("Claim = %d, %v; want lease %s", len(cs), err, l.ID)
 	}
 	t.Run("Finish", func(t *testing.T) {
-		breaking(t, keyOf(l.ID, "gone"), func() error {
-			return s.Finish(ctx, cs[0], lease.Outcome{At: l.ExpiresAt, Revoked: true})
-		})
+		for _, k := range []string{keyOf(l.ID, "g"), keyOf(l.ID, "c"), recordKey(s, l.ID)} {
+			breaking(t, k, func() error {
+				return s.Finish(ctx, cs[0], lease.Outcome{At: l.ExpiresAt, Revoked: true})
+			})
+		}
 	})
 	if err := s.Finish(ctx, cs[0], lease.Outcome{At: l.ExpiresAt, Revoked: true}); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("Sweep", func(t *testing.T) {
 		// Claim sweeps l from its indexes once its retention passed; with
-		// its subject index broken, the whole claim script refuses.
+		// one of them broken, the whole claim script refuses.
 		late := l.ExpiresAt.Add(redis.DefaultRetain)
-		breaking(t, keyOf(l.ID, "by:sub:"+l.Subject), func() error { _, err := s.Claim(ctx, late, 10, time.Minute); return err })
+		for _, k := range []string{keyOf(l.ID, "s"), bucketOf(l.ID, "s"), keyOf(l.ID, "g"), bucketOf(l.ID, "g"), bucketOf(l.ID, "e")} {
+			breaking(t, k, func() error { _, err := s.Claim(ctx, late, 10, time.Minute); return err })
+		}
 		if _, err := s.Claim(ctx, late, 10, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if n := c.Exists(ctx, keyOf(l.ID, "lease:"+l.ID), keyOf(l.ID, "gone"), keyOf(l.ID, "by:sub:"+l.Subject)).Val(); n != 0 {
-			t.Fatalf("%d of the swept lease's keys remain", n)
+		if c.HExists(ctx, recordKey(s, l.ID), l.ID).Val() {
+			t.Fatal("the swept lease's record remains")
+		}
+		if in := indexedIn(t, c, keyOf(l.ID, ""), l.ID); len(in) != 0 {
+			t.Fatalf("the swept lease is still in %v", in)
 		}
 	})
+	checkBuckets(t, c, s)
 }
 
 // TestFailureOutOfMemory sets maxmemory tiny with noeviction: Redis
@@ -196,6 +243,11 @@ func TestFailureOutOfMemory(t *testing.T) {
 	prefix := s.Options().Prefix
 	l := newLease(base, 1)
 	if _, err := s.Create(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	// Every shard has its marker: a Claim writes only in l's shard, where
+	// it must be refused.
+	if err := s.CheckDataLoss(ctx); err != nil {
 		t.Fatal(err)
 	}
 	before := snapshot(t, c, prefix)

@@ -1,31 +1,39 @@
 package redis
 
 import (
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"hash/fnv"
 	"strconv"
 )
 
-// Key names, all built here. Every key of shard s starts with
+// Key names, all built here (and, for bucket keys and record keys derived
+// from a lease, in the scripts). Every key of shard s starts with
 // "<prefix>:{s}:", so the keys of one shard share a hash tag and a cluster
-// slot, and one script can change a lease and its indexes together:
+// slot, and one script can change a lease and its indexes together. Layout
+// version 2:
 //
-//	<p>:{s}:lease:<id>          HASH  the lease (one-letter fields, see codec.go)
-//	<p>:{s}:due                 ZSET  id -> due ms (pending and active leases)
-//	<p>:{s}:claimed             ZSET  id -> claim deadline ms (revoking leases)
-//	<p>:{s}:gone                ZSET  "id\0subject\0entitlement\0grant" -> when to sweep (terminal leases)
-//	<p>:{s}:all                 ZSET  id, score 0: every lease, in id order (List)
-//	<p>:{s}:by:sub:<subject>    ZSET  id, score 0 (kill switch, filtered List)
-//	<p>:{s}:by:ent:<name>       ZSET  id, score 0
-//	<p>:{s}:by:grant:<id>       ZSET  id, score 0
-//	<p>:{r}:req:<digest>        STRING  lease id of (subject, request id); r from the digest
+//	<p>:{s}:r:<c>        HASH  lease id -> packed record (see codec.go); c is the last byte of the id
+//	<p>:{s}:p            ZSET  id -> pending deadline ms (pending leases: few, and soon active)
+//	<p>:{s}:d            bucketed set: (due ms, id) of active leases
+//	<p>:{s}:c            ZSET  id -> claim deadline ms (revoking leases)
+//	<p>:{s}:g            bucketed set: (sweep ms, id) of terminal leases
+//	<p>:{s}:s            bucketed set: tag(subject) id
+//	<p>:{s}:e            bucketed set: entitlement code ":" id
+//	<p>:{s}:k            bucketed set: tag(grant) id
+//	<p>:{s}:m            HASH  meta: the marker (e epoch, v layout version) and
+//	                           interned names (kind + name -> code, "#" + code -> kind + name, "#" -> last code;
+//	                           kinds: e entitlement, n issuer, y revocable reason)
+//	<p>:{r}:q:<digest>   STRING lease id of (subject, request id); r from the digest
 //
-// The index sets are sorted sets with equal scores so that ZRANGEBYLEX
-// pages them in id order; small ones are also cheaper than sets on Redis
-// 7.0, which keeps a small sorted set as a listpack but a small set of
-// strings as a hash table.
+// A bucketed set <N> is a directory ZSET <N> (every score 0) whose members
+// are the lower bounds of its buckets and a sentinel, and one ZSET
+// <N>|<bound> per bucket holding at most 63 entries (MAXB-1 in
+// scripts.go), so that every bucket stays a listpack under the default
+// zset-max-listpack-entries (128). See libSets in scripts.go.
 
 // shardOf is the shard of a lease id: FNV-1a of the id modulo the shard
 // count. It depends on the id alone, so a single-lease operation touches
@@ -44,14 +52,29 @@ func shardPrefix(prefix string, s int) string {
 // keys names the keys of one shard.
 type keys struct{ p string }
 
-func (k keys) lease(id string) string           { return k.p + "lease:" + id }
-func (k keys) due() string                      { return k.p + "due" }
-func (k keys) claimed() string                  { return k.p + "claimed" }
-func (k keys) gone() string                     { return k.p + "gone" }
-func (k keys) all() string                      { return k.p + "all" }
-func (k keys) bySubject(subject string) string  { return k.p + "by:sub:" + subject }
-func (k keys) byEntitlement(name string) string { return k.p + "by:ent:" + name }
-func (k keys) byGrant(id string) string         { return k.p + "by:grant:" + id }
+// record is the hash that holds lease id (the scripts build the same name).
+func (k keys) record(id string) string {
+	if id == "" {
+		return k.p + "r:"
+	}
+	return k.p + "r:" + id[len(id)-1:]
+}
+func (k keys) pending() string       { return k.p + "p" }
+func (k keys) due() string           { return k.p + "d" }
+func (k keys) claimed() string       { return k.p + "c" }
+func (k keys) gone() string          { return k.p + "g" }
+func (k keys) bySubject() string     { return k.p + "s" }
+func (k keys) byEntitlement() string { return k.p + "e" }
+func (k keys) byGrant() string       { return k.p + "k" }
+func (k keys) meta() string          { return k.p + "m" }
+
+// tag names a subject or grant in its index: the first 10 hex digits of
+// its SHA-1 (the scripts compute the same with redis.sha1hex). Names that
+// share a tag share a range of the index; readers check the record.
+func tag(name string) string {
+	sum := sha1.Sum([]byte(name))
+	return hex.EncodeToString(sum[:5])
+}
 
 // requestDigest names a (subject, request id) pair in 22 characters: the
 // first 128 bits of SHA-256, base64url. The lease it points to is checked

@@ -2,10 +2,15 @@ package redis_test
 
 import (
 	"fmt"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/mayflyhq/mayfly/broker/lease"
 	"github.com/mayflyhq/mayfly/broker/lease/redis"
@@ -27,6 +32,13 @@ type memoryProfile struct {
 // used_memory growth divided by n: the bytes one active lease costs with
 // its hash, due entry and indexes.
 func measureMemory(tb testing.TB, n int, p memoryProfile) float64 {
+	tb.Helper()
+	per, _ := measureMemoryOn(tb, n, p)
+	return per
+}
+
+// measureMemoryOn is measureMemory returning the server too.
+func measureMemoryOn(tb testing.TB, n int, p memoryProfile) (float64, *testenv.RedisServer) {
 	tb.Helper()
 	srv := testenv.Redis(tb)
 	c := client(tb, srv.Addr())
@@ -64,7 +76,7 @@ func measureMemory(tb testing.TB, n int, p memoryProfile) float64 {
 		tb.Fatal(err)
 	}
 	after := usedMemory(tb, srv)
-	return float64(after-before) / float64(n)
+	return float64(after-before) / float64(n), srv
 }
 
 func leaseFor(at time.Time, i int, p memoryProfile) *lease.Lease {
@@ -111,7 +123,8 @@ var memoryProfiles = []memoryProfile{
 }
 
 // BenchmarkMemoryPerLease reports bytes per active lease (metric
-// bytes/lease) after writing 100,000 leases, for each profile.
+// bytes/lease) after writing 100,000 leases, for each profile (see
+// TestMemoryPerLeaseAt for 1,000,000).
 func BenchmarkMemoryPerLease(b *testing.B) {
 	for _, p := range memoryProfiles {
 		b.Run(p.name, func(b *testing.B) {
@@ -122,4 +135,98 @@ func BenchmarkMemoryPerLease(b *testing.B) {
 			b.ReportMetric(per, "bytes/lease")
 		})
 	}
+}
+
+// memoryLimit is the most an active lease may cost with its indexes
+// (profile shared-grants), in bytes of INFO used_memory.
+const memoryLimit = 500
+
+// TestMemoryPerLeaseAt measures bytes per active lease and logs where the
+// bytes go (MEMORY USAGE summed per kind of key), and fails if a lease of
+// profile shared-grants costs more than memoryLimit. By default it writes
+// 20,000 leases of that profile (a few seconds); MAYFLY_LEASE_MEMORY sets
+// the count and measures every profile (or only the one named in
+// MAYFLY_LEASE_MEMORY_PROFILE). The figures in doc.go:
+//
+//	CI=true MAYFLY_LEASE_MEMORY=1000000 go test -run TestMemoryPerLeaseAt -v -timeout 60m ./broker/lease/redis/
+func TestMemoryPerLeaseAt(t *testing.T) {
+	n, only := 20_000, "shared-grants"
+	if v := os.Getenv("MAYFLY_LEASE_MEMORY"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
+			t.Fatalf("MAYFLY_LEASE_MEMORY=%q", v)
+		}
+		only = os.Getenv("MAYFLY_LEASE_MEMORY_PROFILE")
+	}
+	for _, p := range memoryProfiles {
+		if only != "" && p.name != only {
+			continue
+		}
+		t.Run(p.name, func(t *testing.T) {
+			per, srv := measureMemoryOn(t, n, p)
+			t.Logf("%s: %d leases: %.1f bytes/lease (INFO used_memory delta / count)", p.name, n, per)
+			breakdown(t, srv, n)
+			if p.name == "shared-grants" && per > memoryLimit {
+				t.Errorf("%.1f bytes a lease, over the limit of %d", per, memoryLimit)
+			}
+		})
+	}
+}
+
+// breakdown logs MEMORY USAGE summed per kind of key, per lease.
+func breakdown(t *testing.T, srv *testenv.RedisServer, n int) {
+	c := client(t, srv.Addr())
+	ctx := t.Context()
+	sums := map[string]int64{}
+	counts := map[string]int{}
+	iter := c.Scan(ctx, 0, "*", 5000).Iterator()
+	var batch []string
+	flush := func() {
+		pipe := c.Pipeline()
+		cmds := make([]*goredis.IntCmd, len(batch))
+		for i, k := range batch {
+			cmds[i] = pipe.MemoryUsage(ctx, k, 0)
+		}
+		pipe.Exec(ctx)
+		for i, k := range batch {
+			kind := keyKind(k)
+			sums[kind] += cmds[i].Val()
+			counts[kind]++
+		}
+		batch = batch[:0]
+	}
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 1000 {
+			flush()
+		}
+	}
+	flush()
+	kinds := make([]string, 0, len(sums))
+	for k := range sums {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	var total int64
+	for _, k := range kinds {
+		total += sums[k]
+		t.Logf("  %-12s %8d keys %8.1f bytes/lease", k, counts[k], float64(sums[k])/float64(n))
+	}
+	t.Logf("  MEMORY USAGE total %.1f bytes/lease", float64(total)/float64(n))
+}
+
+// keyKind names the kind of a key: what follows the hash tag, up to the
+// next ':' or '|' (a bucket counts with its set).
+func keyKind(k string) string {
+	_, rest, ok := strings.Cut(k, "}:")
+	if !ok {
+		return k
+	}
+	if i := strings.IndexAny(rest, ":|"); i >= 0 {
+		if rest[i] == '|' {
+			return rest[:i] + " buckets"
+		}
+		return rest[:i]
+	}
+	return rest
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -53,7 +54,7 @@ const (
 )
 
 // Options configure a Store. The zero value is valid: 16 shards, prefix
-// "mf", terminal leases kept 7 days, no WAIT.
+// "mf", terminal leases kept 7 days, no WAIT, no data-loss callback.
 type Options struct {
 	// Shards is how many shards (hash tags) leases are spread over; a
 	// lease's shard is derived from its id. Default 16. Choose it once:
@@ -66,9 +67,9 @@ type Options struct {
 	// Redis under different prefixes.
 	Prefix string
 	// Retain is how long a terminal (revoked or irrevocable) lease stays
-	// readable before it is removed from Redis: its hash gets this TTL
-	// when it ends, and Claim sweeps it from the indexes once
-	// Outcome.At+Retain has passed. Default 7 days.
+	// readable: the first Claim in its shard at or after Outcome.At+Retain
+	// (with room left in its batch) removes it and its index entries.
+	// Default 7 days.
 	Retain time.Duration
 	// WaitReplicas, if above 0, makes every write wait (WAIT) until that
 	// many replicas acknowledged it. If fewer do within WaitTimeout, the
@@ -81,6 +82,26 @@ type Options struct {
 	WaitReplicas int
 	// WaitTimeout bounds each WAIT (default 1s).
 	WaitTimeout time.Duration
+	// OnDataLoss, if set, is called when the store notices that Redis lost
+	// data it had acknowledged: a shard's marker (a random epoch in the
+	// shard's meta hash) vanished or was replaced, as after FLUSHALL, a
+	// restart without persistence, a failover to an empty replica, or
+	// eviction. The store checks in every Create (its shard) and every
+	// Claim (each shard it visits: every shard, in a revoker pass that
+	// does not fill its batch), and in CheckDataLoss; it re-creates a
+	// missing marker and carries on. Leases that were lost are credentials
+	// nobody will revoke early (each still ends at its native expiry).
+	//
+	// It is called once per store call that noticed, with every shard that
+	// call found lost: detail names them and the epochs seen, and holds no
+	// lease data. It runs on the goroutine of that call, after the call's
+	// work, so it must be quick and safe for concurrent use. The broker is
+	// to feed it to the counter mayfly_lease_store_data_loss_total (alert
+	// on any increase). A store only knows the markers it has seen: one
+	// that starts on an already emptied Redis has nothing to compare with
+	// and reports nothing (unless a shard holds leases without its
+	// marker).
+	OnDataLoss func(detail string)
 }
 
 // Store is a lease.Store on Redis or Redis Cluster. It is safe for
@@ -90,6 +111,9 @@ type Store struct {
 	c      goredis.UniversalClient
 	opts   Options
 	shards []keys
+
+	mu    sync.Mutex
+	marks []string // per shard: the epoch of the marker last seen ("" until seen)
 }
 
 var _ lease.Store = (*Store)(nil)
@@ -137,14 +161,15 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("redis: WaitReplicas needs a *redis.Client or *redis.ClusterClient, not %T", client)
 		}
 	}
-	s := &Store{c: client, opts: opts, shards: make([]keys, opts.Shards)}
+	s := &Store{c: client, opts: opts, shards: make([]keys, opts.Shards), marks: make([]string, opts.Shards)}
 	for i := range s.shards {
 		s.shards[i] = keys{shardPrefix(opts.Prefix, i)}
 	}
 	return s, nil
 }
 
-// Options returns the options in force, defaults filled in.
+// Options returns the options in force, defaults filled in (OnDataLoss as
+// given).
 func (s *Store) Options() Options { return s.opts }
 
 // Shard returns the shard a lease id lives in.
@@ -152,15 +177,9 @@ func (s *Store) Shard(id string) int { return shardOf(id, len(s.shards)) }
 
 func (s *Store) keysOf(id string) keys { return s.shards[s.Shard(id)] }
 
-// leaseKeys are the keys a Create writes: lease, due, all, by:sub, by:ent
-// and, if the lease has a grant, by:grant.
-func (s *Store) leaseKeys(l *lease.Lease) []string {
-	k := s.keysOf(l.ID)
-	ks := []string{k.lease(l.ID), k.due(), k.all(), k.bySubject(l.Subject), k.byEntitlement(l.Entitlement)}
-	if l.GrantID != "" {
-		ks = append(ks, k.byGrant(l.GrantID))
-	}
-	return ks
+// createKeys are the keys the create script names.
+func (k keys) createKeys(id string) []string {
+	return []string{k.record(id), k.pending(), k.bySubject(), k.byEntitlement(), k.byGrant(), k.meta()}
 }
 
 // requestKey is where the lease id of (subject, request id) is kept.
@@ -309,9 +328,18 @@ func (s *Store) Create(ctx context.Context, l *lease.Lease) (*lease.Lease, error
 
 // write runs the create script for n.
 func (s *Store) write(ctx context.Context, n *lease.Lease) error {
-	args := append([]any{n.ID, millis(n.DueAt)}, encode(n)...)
-	if _, err := s.run(ctx, createScript, s.leaseKeys(n), args...); err != nil {
+	shard := s.Shard(n.ID)
+	k := s.shards[shard]
+	gtag := ""
+	if n.GrantID != "" {
+		gtag = tag(n.GrantID)
+	}
+	res, err := s.run(ctx, createScript, k.createKeys(n.ID), n.ID, pack(n), millis(n.DueAt), k.p, newEpoch(), tag(n.Subject), gtag)
+	if err != nil {
 		return fail("create lease", n.ID, err)
+	}
+	if d := s.observe(shard, res); d != "" {
+		s.report([]string{d})
 	}
 	return nil
 }
@@ -373,7 +401,8 @@ func (s *Store) createOnce(ctx context.Context, n *lease.Lease) (*lease.Lease, e
 	if v, _ := res.(string); v != "" {
 		// The reservation lapsed while this Create was slow and another
 		// Create took the request id: undo this lease, report the other.
-		s.cleanup(ctx, undoScript, s.leaseKeys(n), n.ID) // else it is reaped at its deadline
+		k := s.keysOf(n.ID)
+		s.cleanup(ctx, undoScript, []string{k.record(n.ID), k.pending()}, n.ID, k.p) // else it is reaped at its deadline
 		if v == "-" || strings.HasPrefix(v, "?") {
 			return nil, fmt.Errorf("redis: lease %s: the reservation of request id %q lapsed before the lease was written", n.ID, n.RequestID)
 		}
@@ -429,7 +458,7 @@ func (s *Store) Bind(ctx context.Context, id, ref string) error {
 		return err
 	}
 	k := s.keysOf(id)
-	if _, err := s.run(ctx, bindScript, []string{k.lease(id)}, ref); err != nil {
+	if _, err := s.run(ctx, bindScript, []string{k.record(id)}, id, ref, k.p); err != nil {
 		return fail("bind lease", id, err)
 	}
 	return nil
@@ -441,11 +470,11 @@ func (s *Store) Activate(ctx context.Context, id, ref string) (*lease.Lease, err
 		return nil, err
 	}
 	k := s.keysOf(id)
-	res, err := s.run(ctx, activateScript, []string{k.lease(id), k.due()}, id, ref)
+	res, err := s.run(ctx, activateScript, []string{k.record(id), k.pending(), k.due()}, id, ref, k.p)
 	if err != nil {
 		return nil, fail("activate lease", id, err)
 	}
-	return decodeFlat(id, res)
+	return unpackReply(id, res)
 }
 
 // Get returns the lease. See lease.Store.
@@ -453,14 +482,15 @@ func (s *Store) Get(ctx context.Context, id string) (*lease.Lease, error) {
 	if err := live(ctx); err != nil {
 		return nil, err
 	}
-	m, err := s.c.HGetAll(ctx, s.keysOf(id).lease(id)).Result()
+	k := s.keysOf(id)
+	res, err := getScript.Run(ctx, s.c, []string{k.record(id)}, id, k.p).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil, fmt.Errorf("redis: lease %s: %w", id, lease.ErrNotFound)
+	}
 	if err != nil {
 		return nil, fail("get lease", id, err)
 	}
-	if len(m) == 0 {
-		return nil, fmt.Errorf("redis: lease %s: %w", id, lease.ErrNotFound)
-	}
-	return decode(id, m)
+	return unpackReply(id, res)
 }
 
 // Renew moves the expiry of an active lease. See lease.Store.
@@ -472,11 +502,11 @@ func (s *Store) Renew(ctx context.Context, id string, expiresAt time.Time) (*lea
 		return nil, err
 	}
 	k := s.keysOf(id)
-	res, err := s.run(ctx, renewScript, []string{k.lease(id), k.due()}, id, millis(expiresAt))
+	res, err := s.run(ctx, renewScript, []string{k.record(id), k.due()}, id, millis(expiresAt), k.p)
 	if err != nil {
 		return nil, fail("renew lease", id, err)
 	}
-	return decodeFlat(id, res)
+	return unpackReply(id, res)
 }
 
 // Revoke asks for revocation of one lease. See lease.Store.
@@ -491,7 +521,7 @@ func (s *Store) Revoke(ctx context.Context, id string, reason lease.Reason, at t
 		return nil, err
 	}
 	k := s.keysOf(id)
-	res, err := s.run(ctx, revokeScript, []string{k.lease(id), k.due()}, id, string(reason), millis(at))
+	res, err := s.run(ctx, revokeScript, []string{k.record(id), k.pending(), k.due()}, id, string(reason), millis(at), k.p)
 	if err != nil {
 		return nil, fail("revoke lease", id, err)
 	}
@@ -499,7 +529,7 @@ func (s *Store) Revoke(ctx context.Context, id string, reason lease.Reason, at t
 	if !ok || len(pair) != 2 {
 		return nil, fmt.Errorf("redis: revoke lease %s: unexpected reply %v", id, res)
 	}
-	return decodeFlat(id, pair[1])
+	return unpackReply(id, pair[1])
 }
 
 // RevokeMatching asks for revocation of every pending or active lease the
@@ -516,18 +546,19 @@ func (s *Store) RevokeMatching(ctx context.Context, sel lease.Selector, reason l
 		return 0, err
 	}
 	var (
-		set   int
-		what  string
-		index func(keys) string
+		set        int
+		what, name string
+		kind       string
+		index      func(keys) string
 	)
 	if sel.Subject != "" {
-		set, what, index = set+1, "subject "+sel.Subject, func(k keys) string { return k.bySubject(sel.Subject) }
+		set, what, name, kind, index = set+1, "subject "+sel.Subject, sel.Subject, "s", keys.bySubject
 	}
 	if sel.Entitlement != "" {
-		set, what, index = set+1, "entitlement "+sel.Entitlement, func(k keys) string { return k.byEntitlement(sel.Entitlement) }
+		set, what, name, kind, index = set+1, "entitlement "+sel.Entitlement, sel.Entitlement, "e", keys.byEntitlement
 	}
 	if sel.GrantID != "" {
-		set, what, index = set+1, "grant "+sel.GrantID, func(k keys) string { return k.byGrant(sel.GrantID) }
+		set, what, name, kind, index = set+1, "grant "+sel.GrantID, sel.GrantID, "k", keys.byGrant
 	}
 	if set != 1 {
 		return 0, fmt.Errorf("redis: selector must set exactly one of Subject, Entitlement, GrantID (has %d)", set)
@@ -537,7 +568,8 @@ func (s *Store) RevokeMatching(ctx context.Context, sel lease.Selector, reason l
 	for _, k := range s.shards {
 		cursor := ""
 		for {
-			res, err := s.run(ctx, revokeMatchingScript, []string{index(k), k.due()}, k.p, string(reason), atMs, cursor, matchBatch)
+			res, err := s.run(ctx, revokeMatchingScript, []string{index(k), k.pending(), k.due(), k.meta()},
+				k.p, string(reason), atMs, cursor, matchBatch, kind, name)
 			if err != nil {
 				return n, fail("revoke leases of", what, err)
 			}
@@ -589,7 +621,11 @@ func (s *Store) Claim(ctx context.Context, now time.Time, max int, hold time.Dur
 		dlMs = nowMs + 1
 		deadline = time.UnixMilli(dlMs).UTC()
 	}
-	var out []lease.Claim
+	var (
+		out  []lease.Claim
+		lost []string
+	)
+	defer func() { s.report(lost) }()
 	start := rand.IntN(len(s.shards))
 	for i := range s.shards {
 		if len(out) >= max {
@@ -597,18 +633,22 @@ func (s *Store) Claim(ctx context.Context, now time.Time, max int, hold time.Dur
 		}
 		shard := (start + i) % len(s.shards)
 		k := s.shards[shard]
-		res, err := s.run(ctx, claimScript, []string{k.due(), k.claimed(), k.gone()},
-			k.p, nowMs, dlMs, max-len(out), string(lease.ReasonExpired), string(lease.ReasonPendingTimeout))
+		res, err := s.run(ctx, claimScript, []string{k.due(), k.pending(), k.claimed(), k.gone(), k.meta()},
+			k.p, nowMs, dlMs, max-len(out), string(lease.ReasonExpired), string(lease.ReasonPendingTimeout), newEpoch())
 		if err != nil {
 			return out, fail("claim in shard", strconv.Itoa(shard), err)
 		}
-		flat, ok := res.([]any)
-		if !ok {
+		r, ok := res.([]any)
+		if !ok || len(r) != 2 {
 			return out, fmt.Errorf("redis: claim in shard %d: unexpected reply %T", shard, res)
 		}
+		if d := s.observe(shard, r[0]); d != "" {
+			lost = append(lost, d)
+		}
+		flat, _ := r[1].([]any)
 		for j := 0; j+1 < len(flat); j += 2 {
 			id, _ := flat[j].(string)
-			l, err := decodeFlat(id, flat[j+1])
+			l, err := unpackReply(id, flat[j+1])
 			if err != nil {
 				return out, err
 			}
@@ -620,8 +660,9 @@ func (s *Store) Claim(ctx context.Context, now time.Time, max int, hold time.Dur
 
 // Finish records a claim's outcome. See lease.Store.
 //
-// A revoked or irrevocable lease gets a TTL of Retain and is queued to be
-// swept from the indexes at Outcome.At+Retain. A claim that was already
+// A revoked or irrevocable lease is queued to be swept at
+// Outcome.At+Retain: the first Claim in its shard after that (with room
+// left) removes it and its index entries. A claim that was already
 // finished cannot be finished again (ErrWrongState, or ErrFenced once
 // claimed again).
 func (s *Store) Finish(ctx context.Context, c lease.Claim, out lease.Outcome) error {
@@ -660,8 +701,8 @@ func (s *Store) Finish(ctx context.Context, c lease.Claim, out lease.Outcome) er
 	}
 	id := c.Lease.ID
 	k := s.keysOf(id)
-	_, err := s.run(ctx, finishScript, []string{k.lease(id), k.due(), k.claimed(), k.gone()},
-		id, c.Fence, code, at, retryAt, out.Err, s.opts.Retain.Milliseconds(), sweepAt)
+	_, err := s.run(ctx, finishScript, []string{k.record(id), k.claimed(), k.gone(), k.pending(), k.due()},
+		id, c.Fence, code, at, retryAt, out.Err, sweepAt, k.p)
 	if err != nil {
 		return fail("finish lease", id, err)
 	}
@@ -674,39 +715,44 @@ func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	if err := live(ctx); err != nil {
 		return time.Time{}, false, err
 	}
-	pipe := s.c.Pipeline()
-	cmds := make([]*goredis.ZSliceCmd, 0, 2*len(s.shards))
-	for _, k := range s.shards {
-		cmds = append(cmds, pipe.ZRangeWithScores(ctx, k.due(), 0, 0), pipe.ZRangeWithScores(ctx, k.claimed(), 0, 0))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	cmds, err := s.evalEach(ctx, nextDueScript, len(s.shards), func(i int) ([]string, []any) {
+		return []string{s.shards[i].due(), s.shards[i].pending(), s.shards[i].claimed()}, nil
+	})
+	if err != nil {
 		return time.Time{}, false, fmt.Errorf("redis: next due: %w", err)
 	}
 	var (
-		best  float64
+		best  int64
 		found bool
 	)
 	for _, c := range cmds {
-		for _, z := range c.Val() {
-			if !found || z.Score < best {
-				best, found = z.Score, true
-			}
+		v, ok := c.Val().(string)
+		if !ok {
+			continue // none in this shard
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return time.Time{}, false, fmt.Errorf("redis: next due: %q", v)
+		}
+		if !found || n < best {
+			best, found = n, true
 		}
 	}
 	if !found {
 		return time.Time{}, false, nil
 	}
-	return time.UnixMilli(int64(best)).UTC(), true, nil
+	return time.UnixMilli(best).UTC(), true, nil
 }
 
 // List returns the leases matching q in ascending id order. See
 // lease.Store.
 //
-// It walks the smallest index the filters allow (by:sub, by:ent, by:grant,
-// or all) in every shard, each shard in id order from the page token, and
-// merges: each shard contributes up to PageSize+1 matches, so the page is
-// exact and a token is returned exactly when more matches follow. The
-// token is the last id of the page.
+// In every shard it walks the index the filters allow that looks smallest
+// (by grant, subject or entitlement; without filters, the entitlement
+// index, merging the ranges of the shard's entitlements), in id order
+// from the page token, and merges: each shard contributes up to
+// PageSize+1 matches, so the page is exact and a token is returned
+// exactly when more matches follow. The token is the last id of the page.
 func (s *Store) List(ctx context.Context, q lease.Query) ([]*lease.Lease, string, error) {
 	if err := live(ctx); err != nil {
 		return nil, "", err
@@ -727,10 +773,6 @@ func (s *Store) List(ctx context.Context, q lease.Query) ([]*lease.Lease, string
 			return nil, "", fmt.Errorf("redis: unknown state %q", st)
 		}
 		states.WriteString(c)
-	}
-	index, err := s.listIndex(ctx, q)
-	if err != nil {
-		return nil, "", err
 	}
 	type shardPage struct {
 		k      keys
@@ -755,8 +797,9 @@ func (s *Store) List(ctx context.Context, q lease.Query) ([]*lease.Lease, string
 		}
 		cmds, err := s.evalEach(ctx, listScript, len(todo), func(i int) ([]string, []any) {
 			p := todo[i]
-			return []string{index(p.k)}, []any{p.k.p, p.cursor, want - len(p.got), listBudget,
-				q.Subject, q.Entitlement, q.GrantID, states.String()}
+			return []string{p.k.bySubject(), p.k.byEntitlement(), p.k.byGrant(), p.k.meta()},
+				[]any{p.k.p, p.cursor, want - len(p.got), listBudget,
+					q.Subject, q.Entitlement, q.GrantID, states.String()}
 		})
 		if err != nil {
 			return nil, "", fmt.Errorf("redis: list: %w", err)
@@ -772,7 +815,7 @@ func (s *Store) List(ctx context.Context, q lease.Query) ([]*lease.Lease, string
 			flat, _ := r[2].([]any)
 			for j := 0; j+1 < len(flat); j += 2 {
 				id, _ := flat[j].(string)
-				l, err := decodeFlat(id, flat[j+1])
+				l, err := unpackReply(id, flat[j+1])
 				if err != nil {
 					return nil, "", err
 				}
@@ -791,50 +834,10 @@ func (s *Store) List(ctx context.Context, q lease.Query) ([]*lease.Lease, string
 	return all, "", nil
 }
 
-// listIndex picks the index List walks: the filter with the fewest
-// entries, or every lease.
-func (s *Store) listIndex(ctx context.Context, q lease.Query) (func(keys) string, error) {
-	var cands []func(keys) string
-	if q.Subject != "" {
-		cands = append(cands, func(k keys) string { return k.bySubject(q.Subject) })
-	}
-	if q.Entitlement != "" {
-		cands = append(cands, func(k keys) string { return k.byEntitlement(q.Entitlement) })
-	}
-	if q.GrantID != "" {
-		cands = append(cands, func(k keys) string { return k.byGrant(q.GrantID) })
-	}
-	switch len(cands) {
-	case 0:
-		return keys.all, nil
-	case 1:
-		return cands[0], nil
-	}
-	pipe := s.c.Pipeline()
-	counts := make([][]*goredis.IntCmd, len(cands))
-	for i, f := range cands {
-		for _, k := range s.shards {
-			counts[i] = append(counts[i], pipe.ZCard(ctx, f(k)))
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("redis: list: %w", err)
-	}
-	best, bestN := 0, int64(-1)
-	for i, cs := range counts {
-		var n int64
-		for _, c := range cs {
-			n += c.Val()
-		}
-		if bestN < 0 || n < bestN {
-			best, bestN = i, n
-		}
-	}
-	return cands[best], nil
-}
-
-// evalEach runs a read-only script n times in one pipeline (split by node
-// in a cluster), loading the script once if a node does not have it.
+// evalEach runs a script n times in one pipeline (split by node in a
+// cluster), loading the script once if a node does not have it. A nil
+// reply is not an error. Used for reads (and the shard marker, which is
+// not a lease: no WAIT).
 func (s *Store) evalEach(ctx context.Context, sc *goredis.Script, n int, call func(i int) ([]string, []any)) ([]*goredis.Cmd, error) {
 	for attempt := 0; ; attempt++ {
 		pipe := s.c.Pipeline()
@@ -847,7 +850,7 @@ func (s *Store) evalEach(ctx context.Context, sc *goredis.Script, n int, call fu
 		var err error
 		noScript := false
 		for _, c := range cmds {
-			if e := c.Err(); e != nil {
+			if e := c.Err(); e != nil && e != goredis.Nil {
 				if goredis.HasErrorPrefix(e, "NOSCRIPT") {
 					noScript = true
 				} else if err == nil {
@@ -880,4 +883,72 @@ func mapList(err error) error {
 		}
 	}
 	return err
+}
+
+// CheckDataLoss reads every shard's marker now (one pipeline), creates the
+// missing ones, and reports through Options.OnDataLoss what it finds lost
+// (see there). Claim does the same check for the shards it visits, so a
+// broker whose revoker runs needs no other call; this is for a health
+// check, or a store that does not claim.
+func (s *Store) CheckDataLoss(ctx context.Context) error {
+	if err := live(ctx); err != nil {
+		return err
+	}
+	cmds, err := s.evalEach(ctx, markerScript, len(s.shards), func(i int) ([]string, []any) {
+		return []string{s.shards[i].meta()}, []any{s.shards[i].p, newEpoch()}
+	})
+	if err != nil {
+		return fmt.Errorf("redis: check data loss: %w", err)
+	}
+	var lost []string
+	for i, c := range cmds {
+		if d := s.observe(i, c.Val()); d != "" {
+			lost = append(lost, d)
+		}
+	}
+	s.report(lost)
+	return nil
+}
+
+// newEpoch is a fresh random marker value, offered to every script that may
+// have to create a shard's marker.
+func newEpoch() string { return fmt.Sprintf("%016x", rand.Uint64()) }
+
+// observe compares a shard's marker as a script returned it ({epoch, 0,
+// held}) with what the store knew, remembers it, and returns what was
+// lost ("" if nothing).
+func (s *Store) observe(shard int, v any) string {
+	r, ok := v.([]any)
+	if !ok || len(r) != 3 {
+		return ""
+	}
+	epoch, _ := r[0].(string)
+	held, _ := r[2].(int64)
+	if epoch == "" {
+		return ""
+	}
+	key := s.shards[shard].meta()
+	var detail string
+	s.mu.Lock()
+	switch known := s.marks[shard]; {
+	case known == "":
+		if held == 1 {
+			detail = fmt.Sprintf("shard %d: the marker in %s was missing while the shard still holds leases (new epoch %s)",
+				shard, key, epoch)
+		}
+	case epoch != known:
+		detail = fmt.Sprintf("shard %d: the marker in %s changed from epoch %s to %s", shard, key, known, epoch)
+	}
+	s.marks[shard] = epoch
+	s.mu.Unlock()
+	return detail
+}
+
+// report passes what one store call found lost to OnDataLoss, once.
+func (s *Store) report(details []string) {
+	if len(details) == 0 || s.opts.OnDataLoss == nil {
+		return
+	}
+	s.opts.OnDataLoss("redis lost lease data (FLUSHALL, a restart without persistence, a failover to an empty " +
+		"replica, or eviction): " + strings.Join(details, "; "))
 }

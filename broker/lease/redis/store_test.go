@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,9 +24,9 @@ func TestNewOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := redis.Options{Shards: 16, Prefix: "mf", Retain: 7 * 24 * time.Hour}
-	if got := s.Options(); got != want {
-		t.Errorf("defaults = %+v, want %+v", got, want)
+	got := s.Options()
+	if got.Shards != 16 || got.Prefix != "mf" || got.Retain != 7*24*time.Hour || got.WaitReplicas != 0 || got.WaitTimeout != 0 || got.OnDataLoss != nil {
+		t.Errorf("defaults = %+v, want 16 shards, prefix mf, retain 7 days", got)
 	}
 	ring := goredis.NewRing(&goredis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
 	defer ring.Close()
@@ -233,14 +234,13 @@ func TestRequestIDFailedCreateFreesIt(t *testing.T) {
 	}
 }
 
-// TestRetain: a terminal lease expires from Redis after Retain (TTL on its
-// hash) and is swept from every index by Claim once Outcome.At+Retain has
-// passed; live leases keep no TTL.
+// TestRetain: a terminal lease stays readable until the first Claim in its
+// shard at or after Outcome.At+Retain, which removes its record and every
+// index entry; no key of a lease has a TTL.
 func TestRetain(t *testing.T) {
 	const retain = 500 * time.Millisecond
 	_, c, s := single(t, redis.Options{Retain: retain})
 	ctx := t.Context()
-	prefix := s.Options().Prefix
 	live := newLease(base, 1)
 	if _, err := s.Create(ctx, live); err != nil {
 		t.Fatal(err)
@@ -262,24 +262,10 @@ func TestRetain(t *testing.T) {
 	if err := s.Finish(ctx, cs[0], lease.Outcome{At: at, Revoked: true}); err != nil {
 		t.Fatal(err)
 	}
-	leaseKey := func(id string) string { return fmt.Sprintf("%s:{%d}:lease:%s", prefix, s.Shard(id), id) }
-	if ttl := c.PTTL(ctx, leaseKey(done.ID)).Val(); ttl <= 0 || ttl > retain {
-		t.Errorf("PTTL of a revoked lease = %s, want (0, %s]", ttl, retain)
-	}
-	if ttl := c.PTTL(ctx, leaseKey(live.ID)).Val(); ttl != -1 {
-		t.Errorf("PTTL of a live lease = %s, want none", ttl)
-	}
-	// Redis drops the hash when its TTL runs out.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := s.Get(ctx, done.ID)
-		if errors.Is(err, lease.ErrNotFound) {
-			break
+	for _, id := range []string{done.ID, live.ID} {
+		if ttl := c.PTTL(ctx, recordKey(s, id)).Val(); ttl != -1 {
+			t.Errorf("PTTL of the record hash of %s = %s, want none", id, ttl)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Get of a revoked lease %s after its Retain: %v, want ErrNotFound", retain, err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	ids := func(q lease.Query) []string {
 		ls, _, err := s.List(ctx, q)
@@ -292,27 +278,31 @@ func TestRetain(t *testing.T) {
 		}
 		return out
 	}
-	if got := ids(lease.Query{}); len(got) != 1 || got[0] != live.ID {
-		t.Errorf("List after expiry = %v, want only %s", got, live.ID)
-	}
-	// Not yet at+retain on the caller's clock: the indexes still hold it.
+	// Not yet at+retain on the caller's clock: the lease is kept.
 	if _, err := s.Claim(ctx, at.Add(retain-time.Millisecond), 10, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	shard := fmt.Sprintf("%s:{%d}:", prefix, s.Shard(done.ID))
-	if n := c.ZCard(ctx, shard+"gone").Val(); n != 1 {
-		t.Fatalf("gone holds %d before its time, want 1", n)
+	shard := shardKey(s, done.ID, "")
+	if g, err := s.Get(ctx, done.ID); err != nil || g.State != lease.StateRevoked {
+		t.Fatalf("Get of a revoked lease before its retention passed = %v, %v", g, err)
+	}
+	if in := indexedIn(t, c, shard, done.ID); !slices.Equal(in, []string{"g", "s", "e", "k"}) {
+		t.Fatalf("revoked lease indexed in %v before its retention passed, want g s e k", in)
+	}
+	if got := ids(lease.Query{}); len(got) != 2 {
+		t.Errorf("List before the sweep = %v, want both", got)
 	}
 	if _, err := s.Claim(ctx, at.Add(retain), 10, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"gone", "all", "by:sub:" + done.Subject, "by:ent:" + done.Entitlement, "by:grant:" + done.GrantID} {
-		if c.ZScore(ctx, shard+k, done.ID).Err() != goredis.Nil {
-			t.Errorf("%s still holds the swept lease", shard+k)
-		}
+	if _, err := s.Get(ctx, done.ID); !errors.Is(err, lease.ErrNotFound) {
+		t.Errorf("Get of a revoked lease after its sweep: %v, want ErrNotFound", err)
 	}
-	if n := c.ZCard(ctx, shard+"gone").Val(); n != 0 {
-		t.Errorf("gone holds %d after the sweep", n)
+	if in := indexedIn(t, c, shard, done.ID); len(in) != 0 {
+		t.Errorf("swept lease still indexed in %v", in)
+	}
+	if got := ids(lease.Query{}); len(got) != 1 || got[0] != live.ID {
+		t.Errorf("List after the sweep = %v, want only %s", got, live.ID)
 	}
 	// The live lease is untouched, and the request id of the forgotten
 	// lease can be used again.
@@ -324,6 +314,7 @@ func TestRetain(t *testing.T) {
 	if _, err := s.Create(ctx, again); err != nil {
 		t.Errorf("Create with the request id of a forgotten lease: %v", err)
 	}
+	checkBuckets(t, c, s)
 }
 
 // TestClaimConcurrentShards: 8 claimers race over 2,000 due leases spread
