@@ -2,7 +2,7 @@
 GO  ?= go
 BUF := $(GO) tool -modfile=deploy/tools/buf/go.mod buf
 
-.PHONY: all build test quick proto proto-check lint fmt vet dev bench fuzz chaos
+.PHONY: all build test quick proto proto-check lint fmt vet dev bench bench-full fuzz chaos
 
 all: build
 
@@ -37,6 +37,10 @@ dev:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=3s ./broker/api/
+
+## bench-full: every mayfly-bench scenario at full scale (10-15 minutes on 2 cores)
+bench-full:
+	$(GO) run ./cmd/mayfly-bench
 
 fuzz:
 	FUZZTIME=60s bash deploy/scripts/fuzz.sh

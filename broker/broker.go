@@ -247,7 +247,7 @@ func New(cfg Config) (*Broker, error) {
 		Now:            cfg.Now,
 		Logger:         cfg.Logger,
 		Metrics:        b.metrics,
-		Audit:          b.audit,
+		Audit:          b.apiAuditor(),
 		PendingTimeout: cfg.PendingTimeout,
 	})
 	if err != nil {
@@ -690,4 +690,12 @@ func addrString(a net.Addr) string {
 		return "off"
 	}
 	return a.String()
+}
+
+// apiAuditor is the API's auditor: none (a nil interface) without a trail.
+func (b *Broker) apiAuditor() api.Auditor {
+	if b.audit == nil {
+		return nil
+	}
+	return b.audit
 }

@@ -62,7 +62,9 @@ func (s *Server) issue(ctx context.Context, req *mayflyv1.IssueCredentialRequest
 		return nil, err
 	}
 	if d.Outcome != policy.Allow {
-		s.cfg.Audit.Record(decisionEvent(s.cfg.Policy().Digest, p.ID, req.GetEntitlement(), d))
+		if s.audited {
+			s.cfg.Audit.Record(decisionEvent(s.cfg.Policy().Digest, p.ID, req.GetEntitlement(), d))
+		}
 		return nil, denied(d)
 	}
 	ent := d.Entitlement
@@ -89,11 +91,13 @@ func (s *Server) issue(ctx context.Context, req *mayflyv1.IssueCredentialRequest
 		RevocableReason: why,
 	}
 	// Audit before acting: a decision that cannot be recorded mints nothing.
-	dev := decisionEvent(s.cfg.Policy().Digest, p.ID, ent.Name, d)
-	dev.LeaseID = l.ID
-	if err := s.cfg.Audit.Must(ctx, dev); err != nil {
-		s.log.Error("audit trail unavailable; nothing issued", "entitlement", ent.Name, "error", err)
-		return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, so nothing was issued; retry later")
+	if s.audited {
+		dev := decisionEvent(s.cfg.Policy().Digest, p.ID, ent.Name, d)
+		dev.LeaseID = l.ID
+		if err := s.cfg.Audit.Must(ctx, dev); err != nil {
+			s.log.Error("audit trail unavailable; nothing issued", "entitlement", ent.Name, "error", err)
+			return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, so nothing was issued; retry later")
+		}
 	}
 	existing, err := s.cfg.Store.Create(ctx, l)
 	if errors.Is(err, lease.ErrDuplicate) {
@@ -123,7 +127,9 @@ func (s *Server) issue(ctx context.Context, req *mayflyv1.IssueCredentialRequest
 		s.abandon(l, iss, true, err)
 		return nil, storeStatus(err)
 	}
-	s.cfg.Audit.Record(audit.LeaseIssued(active, cred))
+	if s.audited {
+		s.cfg.Audit.Record(audit.LeaseIssued(active, cred))
+	}
 	return issueResponse(active, cred, d), nil
 }
 
@@ -233,7 +239,7 @@ func (s *Server) RenewLease(ctx context.Context, req *mayflyv1.RenewLeaseRequest
 	}
 	// The backend is renewed only once the renewal is on record; a lease
 	// that outlives its credential is harmless, the reverse is not.
-	if err := s.cfg.Audit.Must(ctx, audit.LeaseRenewed(renewed, nil)); err != nil {
+	if err := s.auditMust(ctx, func() audit.Event { return audit.LeaseRenewed(renewed, nil) }); err != nil {
 		s.log.Error("audit trail unavailable; renewal not completed", "lease", l.ID, "error", err)
 		return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, so the credential was not renewed; retry later")
 	}
@@ -407,4 +413,12 @@ func decisionEvent(digest, subject, entitlement string, d policy.Decision) audit
 		info.TTL = d.TTL
 	}
 	return audit.Decision(info)
+}
+
+// auditMust records the event mk makes, when auditing, before an action.
+func (s *Server) auditMust(ctx context.Context, mk func() audit.Event) error {
+	if !s.audited {
+		return nil
+	}
+	return s.cfg.Audit.Must(ctx, mk())
 }

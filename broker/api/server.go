@@ -78,6 +78,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	records recordSampler
+	audited bool // Config.Audit was set: build events only then
 }
 
 // New validates cfg and returns the handlers.
@@ -99,7 +100,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Audit == nil {
+	audited := cfg.Audit != nil
+	if !audited {
 		cfg.Audit = noAudit{}
 	}
 	if cfg.PendingTimeout <= 0 {
@@ -108,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IssueTimeout <= 0 || cfg.IssueTimeout >= cfg.PendingTimeout {
 		cfg.IssueTimeout = cfg.PendingTimeout / 2
 	}
-	return &Server{cfg: cfg, log: cfg.Logger.With("component", "api")}, nil
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "api"), audited: audited}, nil
 }
 
 // Register adds every service to s.

@@ -44,11 +44,12 @@ type RedisConfig struct {
 	Args []string
 }
 
-// RedisServer is one redis-server process owned by a test. Its methods
-// are safe for concurrent use.
+// RedisServer is one redis-server process owned by a test (StartRedis) or
+// by a program (NewRedisServer). Its methods are safe for concurrent use.
 type RedisServer struct {
-	t       testing.TB
+	t       testing.TB // nil for a server from NewRedisServer
 	dir     string
+	ownDir  bool // dir was made by NewRedisServer; Close removes it
 	port    int
 	busPort int
 	args    []string
@@ -72,28 +73,80 @@ func Redis(t testing.TB) *RedisServer {
 func StartRedis(t testing.TB, cfg RedisConfig) *RedisServer {
 	t.Helper()
 	RequireRedis(t)
-	dir := t.TempDir()
+	s, err := startRedis(t, t.TempDir(), cfg)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// NewRedisServer starts a redis-server configured by cfg on a free loopback
+// port in a new temporary directory, for programs without a testing.TB (a
+// benchmark command, a TestMain). The caller must Close it. It returns an
+// error if the Redis binaries are not installed or the server does not
+// come up. On such a server, Start and Restart panic if the server cannot
+// be started again (a test's server fails the test instead).
+func NewRedisServer(cfg RedisConfig) (*RedisServer, error) {
+	if err := redisInstalled(); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "mayfly-redis-")
+	if err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	s, err := startRedis(nil, dir, cfg)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	s.ownDir = true
+	return s, nil
+}
+
+// Close stops the server (as Stop does) and, for a server from
+// NewRedisServer, removes its directory. A test's server is closed when
+// the test ends; calling Close on it as well is harmless.
+func (s *RedisServer) Close() error {
+	s.Stop()
+	if s.ownDir {
+		return os.RemoveAll(s.dir)
+	}
+	return nil
+}
+
+// startRedis starts a server in dir on a free port; t may be nil.
+func startRedis(t testing.TB, dir string, cfg RedisConfig) (*RedisServer, error) {
+	if cfg.ReplicaOf != "" {
+		if _, _, err := net.SplitHostPort(cfg.ReplicaOf); err != nil {
+			return nil, fmt.Errorf("ReplicaOf %q: %v", cfg.ReplicaOf, err)
+		}
+	}
 	var lastErr error
 	// A free port can be taken by someone else between choosing it and
 	// redis-server binding it; try a few.
 	for range 5 {
-		s := &RedisServer{t: t, dir: dir, port: redisFreePort(t)}
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s := &RedisServer{t: t, dir: dir, port: port}
 		if cfg.Cluster {
-			s.busPort = redisFreePort(t)
+			if s.busPort, err = freePort(); err != nil {
+				return nil, err
+			}
 		}
 		s.args = s.buildArgs(cfg)
-		err := s.start()
+		err = s.start()
 		if err == nil {
-			t.Cleanup(s.Stop)
-			return s
+			return s, nil
 		}
 		lastErr = err
 		if !strings.Contains(err.Error(), "in use") {
 			break
 		}
 	}
-	t.Fatalf("testenv: %v", lastErr)
-	return nil
+	return nil, lastErr
 }
 
 // RequireRedis skips the test unless redis-server and redis-cli are on
@@ -101,17 +154,25 @@ func StartRedis(t testing.TB, cfg RedisConfig) *RedisServer {
 // whole suite ran.
 func RequireRedis(t testing.TB) {
 	t.Helper()
-	for _, bin := range []string{"redis-server", "redis-cli"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			msg := fmt.Sprintf("testenv: %s not found on PATH; install it with: %s", bin, redisInstallHint)
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg + " (CI=true: a test that needs Redis may not be skipped)")
-				return
-			}
-			t.Skip(msg)
+	if err := redisInstalled(); err != nil {
+		msg := err.Error()
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + " (CI=true: a test that needs Redis may not be skipped)")
 			return
 		}
+		t.Skip(msg)
 	}
+}
+
+// redisInstalled reports, as an error naming the install command, a Redis
+// binary missing from PATH.
+func redisInstalled() error {
+	for _, bin := range []string{"redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("testenv: %s not found on PATH; install it with: %s", bin, redisInstallHint)
+		}
+	}
+	return nil
 }
 
 func (s *RedisServer) buildArgs(cfg RedisConfig) []string {
@@ -132,10 +193,7 @@ func (s *RedisServer) buildArgs(cfg RedisConfig) []string {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "everysec")
 	}
 	if cfg.ReplicaOf != "" {
-		host, port, err := net.SplitHostPort(cfg.ReplicaOf)
-		if err != nil {
-			s.t.Fatalf("testenv: ReplicaOf %q: %v", cfg.ReplicaOf, err)
-		}
+		host, port, _ := net.SplitHostPort(cfg.ReplicaOf) // checked by startRedis
 		args = append(args, "--replicaof", host, port)
 	}
 	if cfg.Cluster {
@@ -176,18 +234,25 @@ func (s *RedisServer) Running() bool {
 // directory, with the same arguments, and waits until it answers PING.
 // It does nothing if the server is running.
 func (s *RedisServer) Start() {
-	s.t.Helper()
+	if s.t != nil {
+		s.t.Helper()
+	}
 	if s.Running() {
 		return
 	}
 	if err := s.start(); err != nil {
+		if s.t == nil {
+			panic(fmt.Sprintf("testenv: restart: %v", err))
+		}
 		s.t.Fatalf("testenv: restart: %v", err)
 	}
 }
 
 // Restart stops the server and starts it again.
 func (s *RedisServer) Restart() {
-	s.t.Helper()
+	if s.t != nil {
+		s.t.Helper()
+	}
 	s.Stop()
 	s.Start()
 }
@@ -464,15 +529,14 @@ func redisWaitFor(t testing.TB, what string, ok func() bool) {
 	}
 }
 
-// redisFreePort returns a loopback TCP port that was free a moment ago.
-func redisFreePort(t testing.TB) int {
-	t.Helper()
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("testenv: find a free port: %v", err)
+		return 0, fmt.Errorf("find a free port: %w", err)
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // redisLogTail returns what a server logged since offset, at most 2 KiB.

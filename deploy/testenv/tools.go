@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,22 +128,32 @@ func toolSkip(t testing.TB, msg string) {
 // when CI=true).
 func toolVault(t testing.TB) string {
 	t.Helper()
-	toolMu.Lock()
-	defer toolMu.Unlock()
-	if p, ok := toolPaths["vault"]; ok {
-		return p
-	}
-	p, err := toolBuild(t, "vault", toolVaultModule, toolVaultModDir)
+	p, err := toolVaultPath(t.Logf)
 	if err != nil {
 		toolSkip(t, "testenv: Vault binary unavailable: "+err.Error())
 	}
-	toolPaths["vault"] = p
 	return p
 }
 
+// toolVaultPath is toolVault for callers without a testing.TB: it returns
+// an error instead of skipping, and reports a build through logf.
+func toolVaultPath(logf func(format string, args ...any)) (string, error) {
+	toolMu.Lock()
+	defer toolMu.Unlock()
+	if p, ok := toolPaths["vault"]; ok {
+		return p, nil
+	}
+	p, err := toolBuild(logf, "vault", toolVaultModule, toolVaultModDir)
+	if err != nil {
+		return "", err
+	}
+	toolPaths["vault"] = p
+	return p, nil
+}
+
 // toolBuild returns <cache>/<name>-<version>/<name>, building pkg from the
-// tools module in modDir when the file is missing.
-func toolBuild(t testing.TB, name, pkg, modDir string) (string, error) {
+// tools module in modDir when the file is missing; logf reports the build.
+func toolBuild(logf func(format string, args ...any), name, pkg, modDir string) (string, error) {
 	root, err := toolRepoRoot()
 	if err != nil {
 		return "", err
@@ -188,7 +197,7 @@ func toolBuild(t testing.TB, name, pkg, modDir string) (string, error) {
 
 	tmp := fmt.Sprintf("%s.tmp-%d", bin, os.Getpid())
 	defer os.Remove(tmp)
-	t.Logf("testenv: building %s %s into %s once; this takes a few minutes on a small machine", pkg, version, dir)
+	logf("testenv: building %s %s into %s once; this takes a few minutes on a small machine", pkg, version, dir)
 	start := time.Now()
 	cmd := exec.Command(gobin, "build", "-trimpath", "-o", tmp, pkg)
 	cmd.Dir = moddir
@@ -204,7 +213,7 @@ func toolBuild(t testing.TB, name, pkg, modDir string) (string, error) {
 	if err := os.Rename(tmp, bin); err != nil {
 		return "", err
 	}
-	t.Logf("testenv: built %s %s in %v", pkg, version, time.Since(start).Round(time.Second))
+	logf("testenv: built %s %s in %v", pkg, version, time.Since(start).Round(time.Second))
 	return bin, nil
 }
 
@@ -248,12 +257,11 @@ func toolSysProcAttr() *syscall.SysProcAttr {
 // toolFreePort asks the kernel for a free loopback TCP port.
 func toolFreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort()
 	if err != nil {
 		t.Fatalf("testenv: no free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // toolWait polls ok every 50ms until it is true or timeout passes.

@@ -26,10 +26,10 @@ const (
 	vaultStopTimeout = 5 * time.Second
 )
 
-// VaultServer is one `vault server -dev` process owned by a test: in
-// memory, unsealed, with a known root token, on a free loopback port.
-// The Vault binary is built once from deploy/tools/vault (see the package
-// doc) and cached.
+// VaultServer is one `vault server -dev` process owned by a test (Vault)
+// or by a program (NewVaultServer): in memory, unsealed, with a known root
+// token, on a free loopback port. The Vault binary is built once from
+// deploy/tools/vault (see the package doc) and cached.
 //
 // Dev mode keeps everything in memory: Stop followed by Start gives a
 // fresh, empty Vault on the same address and root token. To take Vault
@@ -47,7 +47,7 @@ type VaultServer struct {
 	// Tests use it to configure engines and policies.
 	Client *vaultapi.Client
 
-	t    testing.TB
+	t    testing.TB // nil for a server from NewVaultServer
 	bin  string
 	dir  string
 	port int
@@ -69,36 +69,106 @@ func Vault(t testing.TB) *VaultServer {
 		t.Fatalf("testenv: %v", err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	v, err := startVault(t, bin, dir)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(v.Stop)
+	return v
+}
+
+// RequireVault skips the test unless the Vault binary is in the tools cache
+// or can be built into it (building it the first time, which takes many
+// minutes); under CI=true it fails the test instead. For tests that start
+// Vault through NewVaultServer, e.g. in a program under test.
+func RequireVault(t testing.TB) {
+	t.Helper()
+	toolVault(t)
+}
+
+// NewVaultServer starts a Vault dev server on a free loopback port for
+// programs without a testing.TB (a benchmark command, a TestMain). The
+// caller must Close it. The first call on a machine builds the Vault
+// binary into the tools cache (see toolVault: many minutes), reporting
+// that through logf (nil: not reported). On such a server, Start panics
+// if the server cannot be started again, and Pause and Resume ignore a
+// failed signal (a test's server fails the test instead).
+func NewVaultServer(logf func(format string, args ...any)) (*VaultServer, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	bin, err := toolVaultPath(logf)
+	if err != nil {
+		return nil, fmt.Errorf("testenv: Vault binary unavailable: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "mayfly-vault-")
+	if err != nil {
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	v, err := startVault(nil, bin, dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("testenv: %w", err)
+	}
+	return v, nil
+}
+
+// Close stops the server (as Stop does) and removes its directory. A
+// test's server is closed when the test ends; calling Close on it as well
+// is harmless.
+func (v *VaultServer) Close() error {
+	v.Stop()
+	return os.RemoveAll(v.dir)
+}
+
+// startVault starts a dev server from bin in dir on a free port, with a
+// client for it; t may be nil.
+func startVault(t testing.TB, bin, dir string) (*VaultServer, error) {
 	v := &VaultServer{t: t, bin: bin, dir: dir, RootToken: "root-" + rand.Text()}
 	var lastErr error
 	// A free port can be taken between choosing it and Vault binding it.
 	for range 5 {
-		v.port = toolFreePort(t)
+		port, err := freePort()
+		if err != nil {
+			return nil, fmt.Errorf("no free port: %w", err)
+		}
+		v.port = port
 		v.Addr = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(v.port))
 		if lastErr = v.start(); lastErr == nil {
 			break
 		}
 	}
 	if lastErr != nil {
-		t.Fatalf("testenv: %v", lastErr)
+		return nil, lastErr
 	}
-	t.Cleanup(v.Stop)
 
 	cfg := vaultapi.DefaultConfig()
 	cfg.Address = v.Addr
 	cfg.MaxRetries = 0
 	c, err := vaultapi.NewClient(cfg)
 	if err != nil {
-		t.Fatalf("testenv: vault client: %v", err)
+		v.Stop()
+		return nil, fmt.Errorf("vault client: %w", err)
 	}
 	c.SetToken(v.RootToken)
 	c.ClearNamespace()
 	v.Client = c
-	return v
+	return v, nil
 }
 
 // Port is the server's TCP port.
 func (v *VaultServer) Port() int { return v.port }
+
+// Pid is the server process's id, or 0 when it is not running (e.g. to
+// read its CPU time from /proc).
+func (v *VaultServer) Pid() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.cmd == nil || v.cmd.Process == nil {
+		return 0
+	}
+	return v.cmd.Process.Pid
+}
 
 // Dir is the server's temporary directory (its HOME and log file).
 func (v *VaultServer) Dir() string { return v.dir }
@@ -195,9 +265,23 @@ func (v *VaultServer) Stop() {
 // root token. It is a new, empty dev server: mounts, policies, tokens and
 // leases from before are gone.
 func (v *VaultServer) Start() {
+	if v.t == nil {
+		if err := v.start(); err != nil {
+			panic(fmt.Sprintf("testenv: restart vault: %v", err))
+		}
+		return
+	}
 	v.t.Helper()
 	if err := v.start(); err != nil {
 		v.t.Fatalf("testenv: restart vault: %v", err)
+	}
+}
+
+// errorf reports a failed signal to the test; a program's server has no
+// test to fail.
+func (v *VaultServer) errorf(format string, args ...any) {
+	if v.t != nil {
+		v.t.Errorf(format, args...)
 	}
 }
 
@@ -210,7 +294,7 @@ func (v *VaultServer) Pause() {
 		return
 	}
 	if err := v.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		v.t.Errorf("testenv: pause vault: %v", err)
+		v.errorf("testenv: pause vault: %v", err)
 		return
 	}
 	// kill(2) returns before every thread has stopped: wait until the
@@ -244,7 +328,7 @@ func (v *VaultServer) Resume() {
 		return
 	}
 	if err := v.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		v.t.Errorf("testenv: resume vault: %v", err)
+		v.errorf("testenv: resume vault: %v", err)
 		return
 	}
 	v.paused = false
