@@ -16,14 +16,14 @@ import (
 // per replica, so one replica alone keeps up) fall due within a second. One replica, chosen at random, is killed with SIGKILL
 // once it has started a random number of revocations, so that it dies
 // holding claims. No lease may be missed; the claims the dead replica held
-// must be picked up by the survivor within 5 s (the claim deadline, hold
-// 5 s); a lease revoked twice (the dead replica had called the backend)
+// must be picked up by the survivor within 5 s (the claim deadline: hold
+// 4 s, and the survivor looks again at least every second); a lease revoked twice (the dead replica had called the backend)
 // ends revoked once, and is counted.
 func TestCase5ReplicaKilledMidRevocation(t *testing.T) {
-	Repeat(t, Case{ID: "5", Title: "two replicas share Redis; SIGKILL one mid-revocation-batch (hold 5 s)"}, func(r *Run) {
+	Repeat(t, Case{ID: "5", Title: "two replicas share Redis; SIGKILL one mid-revocation-batch (hold 4 s)"}, func(r *Run) {
 		const (
 			leases = 150
-			hold   = 5 * time.Second
+			hold   = 4 * time.Second
 		)
 		rs := testenv.Redis(r.T)
 		prefix := fmt.Sprintf("c5-%d", r.Seed%1000)
@@ -131,8 +131,8 @@ func TestCase5ReplicaKilledMidRevocation(t *testing.T) {
 			}
 			worstPick = max(worstPick, at.Sub(killedAt))
 		}
-		if worstPick > hold+250*time.Millisecond { // 250 ms: how often this test looks
-			r.Errorf("a dead replica's claim was picked up %v after the kill, want within the %v claim deadline", worstPick, hold)
+		if worstPick > 5*time.Second {
+			r.Errorf("a dead replica's claim was picked up %v after the kill, want within 5s (claim deadline %v)", worstPick, hold)
 		}
 
 		calls := map[string]int{}
