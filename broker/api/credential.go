@@ -239,9 +239,11 @@ func (s *Server) RenewLease(ctx context.Context, req *mayflyv1.RenewLeaseRequest
 	}
 	// The backend is renewed only once the renewal is on record; a lease
 	// that outlives its credential is harmless, the reverse is not.
-	if err := s.auditMust(ctx, func() audit.Event { return audit.LeaseRenewed(renewed, nil) }); err != nil {
-		s.log.Error("audit trail unavailable; renewal not completed", "lease", l.ID, "error", err)
-		return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, so the credential was not renewed; retry later")
+	if s.audited {
+		if err := s.cfg.Audit.Must(ctx, audit.LeaseRenewed(renewed, nil)); err != nil {
+			s.log.Error("audit trail unavailable; renewal not completed", "lease", l.ID, "error", err)
+			return nil, status.Error(codes.Unavailable, "the audit trail is unavailable, so the credential was not renewed; retry later")
+		}
 	}
 	// The lease is extended first: a credential must never outlive its lease.
 	cred, err := iss.Renew(ctx, renewed, d.Entitlement.Params, expires)
@@ -413,12 +415,4 @@ func decisionEvent(digest, subject, entitlement string, d policy.Decision) audit
 		info.TTL = d.TTL
 	}
 	return audit.Decision(info)
-}
-
-// auditMust records the event mk makes, when auditing, before an action.
-func (s *Server) auditMust(ctx context.Context, mk func() audit.Event) error {
-	if !s.audited {
-		return nil
-	}
-	return s.cfg.Audit.Must(ctx, mk())
 }

@@ -94,7 +94,7 @@ func TestCase3RedisLosesData(t *testing.T) {
 
 		// The alert metric fires.
 		deadline := lost.Add(5 * time.Second)
-		for gaugeOrCounter(r.T, reg, metrics.NameStoreDataLoss) < 1 {
+		for readMetric(r.T, reg, metrics.NameStoreDataLoss) < 1 {
 			if time.Now().After(deadline) {
 				r.Fatalf("%s: %s did not fire within 5s", how, metrics.NameStoreDataLoss)
 			}
@@ -146,19 +146,4 @@ func TestCase3RedisLosesData(t *testing.T) {
 			r.Errorf("%d tokens of lost leases read active at introspection", active)
 		}
 	})
-}
-
-// gaugeOrCounter reads a metric without labels (0 when absent).
-func gaugeOrCounter(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return metricValue(mf.GetMetric()[0])
-		}
-	}
-	return 0
 }
