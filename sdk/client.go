@@ -86,7 +86,15 @@ func Dial(ctx context.Context, addr string, opts ...DialOption) (*Client, error)
 	tlsConfig := tlsconfig.MTLSClientConfig(svids, bundles, authorizer)
 	tlsConfig.MinVersion = tls.VersionTLS13
 
-	grpcOpts := append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig))}, cfg.grpcOptions...)
+	grpcOpts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
+		// Fixed receive windows turn off grpc's BDP estimator, which
+		// answers nearly every (small) response with a WINDOW_UPDATE and a
+		// PING the broker must ack: control frames and wake-ups on both
+		// sides for nothing, as the broker's replies are a few KiB.
+		grpc.WithInitialWindowSize(1 << 20),
+		grpc.WithInitialConnWindowSize(1 << 20),
+	}, cfg.grpcOptions...)
 	conn, err := grpc.NewClient(addr, grpcOpts...)
 	if err != nil {
 		return fail(fmt.Errorf("sdk: dial %s: %w", addr, err))

@@ -48,7 +48,11 @@ func (st State) Fill(in *policy.Input) {
 func (s *Service) State(ctx context.Context, pr authn.Principal) (State, error) {
 	now := s.now()
 	var st State
-	grants, err := s.listGrants(ctx, GrantQuery{Subject: pr.ID})
+	v, err := s.view(ctx)
+	if err != nil {
+		return State{}, err
+	}
+	grants, err := s.subjectGrants(ctx, v, pr.ID)
 	if err != nil {
 		return State{}, err
 	}
@@ -78,7 +82,7 @@ func (s *Service) State(ctx context.Context, pr authn.Principal) (State, error) 
 		st.Held = append(st.Held, e)
 	}
 	sort.Strings(st.Held)
-	st.Certified, err = s.certified(ctx, s.cfg.Policy(), now)
+	st.Certified, err = s.certified(ctx, v, s.cfg.Policy(), now)
 	if err != nil {
 		return State{}, err
 	}
@@ -92,10 +96,10 @@ func policyGrant(g *Grant) policy.Grant {
 // certified builds policy.Input.Certified for every standing grant of p.
 // A grant never certified counts from when the broker first saw it: the
 // first call that finds it marks it (once for all replicas).
-func (s *Service) certified(ctx context.Context, p *policy.Policy, now time.Time) (map[string]time.Time, error) {
-	certs, err := s.store.LatestCertifications(ctx)
+func (s *Service) certified(ctx context.Context, v view, p *policy.Policy, now time.Time) (map[string]time.Time, error) {
+	certs, err := s.latestCertifications(ctx, v)
 	if err != nil {
-		return nil, fmt.Errorf("access: read certifications: %w", err)
+		return nil, err
 	}
 	out := map[string]time.Time{}
 	for _, name := range p.Names() {
@@ -444,7 +448,7 @@ type Review struct {
 func (s *Service) ListReviews(ctx context.Context, owner authn.Principal) ([]Review, error) {
 	p := s.cfg.Policy()
 	now := s.now()
-	certified, err := s.certified(ctx, p, now)
+	certified, err := s.certified(ctx, view{}, p, now)
 	if err != nil {
 		return nil, err
 	}

@@ -177,7 +177,7 @@ func (s *Service) standingReviews(ctx context.Context, p *policy.Policy, now tim
 	if err != nil {
 		return fmt.Errorf("access: read certifications: %w", err)
 	}
-	certified, err := s.certified(ctx, p, now)
+	certified, err := s.certified(ctx, view{}, p, now)
 	if err != nil {
 		return err
 	}
@@ -322,7 +322,7 @@ func (s *Service) Stats(ctx context.Context) (pending, overdueReviews int, err e
 		}
 		q.After = page[len(page)-1].ID
 	}
-	certified, err := s.certified(ctx, p, now)
+	certified, err := s.certified(ctx, view{}, p, now)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -83,6 +83,8 @@ type Service struct {
 	seenMu sync.Mutex
 	seen   map[string]time.Time // standing grant id -> first seen (cache of Store.Mark)
 
+	cache stateCache // what State read, while the store's generation stands
+
 	watchMu  sync.Mutex
 	watchers map[string]map[chan struct{}]struct{}
 }

@@ -80,3 +80,19 @@ func PageLimit(n int) int {
 	}
 	return n
 }
+
+// Generations is implemented by a store that can tell cheaply whether its
+// grants or certifications changed. Generation returns a value that
+// differs from every value it returned before once a grant or a
+// certification has been created or changed, or the store has lost data.
+//
+// With it, Service.State keeps what it read per principal and reads it
+// again only when the generation moved: one cheap read per decision
+// instead of a listing of grants and certifications. The change and the
+// new generation must become visible together (a Redis store bumps the
+// generation in the script that writes), so a decision never acts on a
+// grant that was revoked before the decision began. Errors mean the store
+// could not be reached; the service fails closed.
+type Generations interface {
+	Generation(ctx context.Context) (string, error)
+}

@@ -237,7 +237,10 @@ func (e *Env) ClientTLS(t testing.TB, id string) *tls.Config {
 // Dial connects to the broker as id over mTLS.
 func (e *Env) Dial(t testing.TB, id string) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(e.GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(e.ClientTLS(t, id))))
+	// The windows as the SDK sets them (sdk.Dial), so that benchmarks see
+	// the traffic of a real workload.
+	cc, err := grpc.NewClient(e.GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(e.ClientTLS(t, id))),
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}

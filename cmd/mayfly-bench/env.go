@@ -402,13 +402,15 @@ func (e *env) callerConfig(i int) (*tls.Config, error) {
 	return e.callerTLS[i], nil
 }
 
-// dialCaller opens a connection to addr as caller i.
+// dialCaller opens a connection to addr as caller i, with the receive
+// windows the SDK sets (sdk.Dial).
 func (e *env) dialCaller(addr string, i int) (*grpc.ClientConn, error) {
 	tc, err := e.callerConfig(i)
 	if err != nil {
 		return nil, err
 	}
-	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))
 }
 
 // callers are n workloads, each with its own connection to one broker.

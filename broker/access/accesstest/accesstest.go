@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore func(t *testing.T) access.Store) {
 		{"Certifications", testCertifications},
 		{"Marks", testMarks},
 		{"Records", testRecords},
+		{"Generations", testGenerations},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -448,4 +449,61 @@ func testRecords(t *testing.T, s access.Store) {
 	if len(page) != 2 || page[0].ID != ids[2] || page[1].ID != ids[3] {
 		t.Errorf("page %v", page)
 	}
+}
+
+// testGenerations checks a store that implements access.Generations: the
+// generation moves with every grant or certification change, and only
+// then (a conflicting update changes nothing), and it never returns to a
+// value it had.
+func testGenerations(t *testing.T, s access.Store) {
+	g, ok := s.(access.Generations)
+	if !ok {
+		t.Skip("the store does not implement access.Generations")
+	}
+	seen := map[string]string{} // generation -> the step that returned it
+	last := ""
+	step := func(what string, moved bool) {
+		t.Helper()
+		gen, err := g.Generation(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if before, dup := seen[gen]; moved && dup {
+			t.Fatalf("%s: generation %q was returned before (after %s)", what, gen, before)
+		}
+		if !moved && gen != last {
+			t.Fatalf("%s changed nothing the generation covers, yet it moved from %q to %q", what, last, gen)
+		}
+		seen[gen], last = what, gen
+	}
+	step("empty store", true)
+	step("a second read", false)
+	if err := s.CreateRequest(ctx, newRequest(1, "user:a", "db")); err != nil {
+		t.Fatal(err)
+	}
+	gr := newGrant(2, "user:a", "db", policy.GrantRequest)
+	if err := s.CreateGrant(ctx, gr); err != nil {
+		t.Fatal(err)
+	}
+	step("CreateGrant", true)
+	stale := *gr
+	gr.State = access.GrantRevoked
+	if _, err := s.UpdateGrant(ctx, gr); err != nil {
+		t.Fatal(err)
+	}
+	step("UpdateGrant", true)
+	if _, err := s.UpdateGrant(ctx, &stale); !errors.Is(err, access.ErrConflict) {
+		t.Fatalf("update at a stale version: %v", err)
+	}
+	taken := newGrant(4, "user:b", "db", policy.GrantRequest)
+	taken.ID = gr.ID
+	if err := s.CreateGrant(ctx, taken); !errors.Is(err, access.ErrExists) {
+		t.Fatalf("create with a taken id: %v", err)
+	}
+	step("a refused update and create", false)
+	c := &access.Certification{ID: lease.NewID(at(3)), GrantID: "g1", Entitlement: "db", By: "user:o", At: at(3), Decision: access.Certify}
+	if err := s.AddCertification(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	step("AddCertification", true)
 }

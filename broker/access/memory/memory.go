@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,9 +23,23 @@ type Store struct {
 	marks    map[string]time.Time
 	records  map[string][]byte
 	recAt    map[string]time.Time
+	gen      uint64 // bumped by every grant or certification change
 }
 
-var _ access.Store = (*Store)(nil)
+var (
+	_ access.Store       = (*Store)(nil)
+	_ access.Generations = (*Store)(nil)
+)
+
+// Generation implements access.Generations.
+func (s *Store) Generation(ctx context.Context) (string, error) {
+	if err := checkCtx(ctx); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strconv.FormatUint(s.gen, 10), nil
+}
 
 // New returns an empty store.
 func New() *Store {
@@ -167,6 +182,7 @@ func (s *Store) CreateGrant(ctx context.Context, g *access.Grant) error {
 		return err
 	}
 	s.grants[g.ID] = data
+	s.gen++
 	g.Version = 1
 	return nil
 }
@@ -206,6 +222,7 @@ func (s *Store) UpdateGrant(ctx context.Context, g *access.Grant) (*access.Grant
 		return nil, err
 	}
 	s.grants[g.ID] = data
+	s.gen++
 	return decode[access.Grant](data), nil
 }
 
@@ -249,6 +266,7 @@ func (s *Store) AddCertification(ctx context.Context, c *access.Certification) e
 	}
 	cp := *c
 	s.certs[c.ID] = &cp
+	s.gen++
 	return nil
 }
 

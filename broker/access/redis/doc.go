@@ -40,6 +40,16 @@
 //	mf:access:{s}:records                        ZSET    every record id, score 0
 //	mf:access:{s}:records:at                     ZSET    record id -> At in ms
 //	mf:access:{s}:records:skew                   STRING  least (id time - At ms) of the shard's records, or "u"
+//	mf:access:{s}:gen                            STRING  random token, replaced by every request, grant or certification write
+//
+// The generation of the store (Store.Generation, access.Generations) is
+// the shard tokens together, read with one MGET (one pipeline per node in
+// a cluster). A write replaces its shard's token in the script that
+// writes, so a reader that sees the old generation read before the write,
+// and one that sees the new one sees the write; a token is random, so a
+// flushed or restarted Redis never hands back a generation seen before.
+// The access service keeps what State reads while the generation stands:
+// a decision costs one MGET instead of a walk of every shard.
 //
 // Records are stored as encoding/json writes them, the encoding the memory
 // store already round-trips every value through, so what comes back is

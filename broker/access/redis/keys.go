@@ -42,12 +42,14 @@ const (
 	kRecords     = "records"
 	kRecordsAt   = "records:at"
 	kRecordsSkew = "records:skew"
+	kGen         = "gen"
 )
 
 // keys names the keys of one shard.
 type keys struct{ p string }
 
 func (k keys) cert(id string) string           { return k.p + kCert + id }
+func (k keys) gen() string                     { return k.p + kGen }
 func (k keys) certsLatest() string             { return k.p + kCertsLatest }
 func (k keys) mark(key string) string          { return k.p + kMark + key }
 func (k keys) record(id string) string         { return k.p + kRecord + id }

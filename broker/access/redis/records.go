@@ -32,8 +32,8 @@ func (s *Store) AddCertification(ctx context.Context, c *access.Certification) e
 		return err
 	}
 	k := s.keysOf(c.ID)
-	_, err = s.run(ctx, addCertScript, []string{k.cert(c.ID), k.certsLatest()},
-		k.p, c.ID, c.GrantID, strconv.FormatInt(c.At.Unix(), 10), strconv.Itoa(c.At.Nanosecond()), data)
+	_, err = s.run(ctx, addCertScript, []string{k.cert(c.ID), k.certsLatest(), k.gen()},
+		k.p, c.ID, c.GrantID, strconv.FormatInt(c.At.Unix(), 10), strconv.Itoa(c.At.Nanosecond()), data, newGeneration())
 	if err != nil {
 		return fail("add", "certification", c.ID, err)
 	}

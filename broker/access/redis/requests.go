@@ -48,8 +48,8 @@ func decoded[T any](what, id, data string) (*T, error) {
 // fields, in the order of f.fields.
 func (s *Store) create(ctx context.Context, f *family, id, data string, values []string) error {
 	k := s.keysOf(id)
-	ks := []string{k.one(f, id), k.all(f)}
-	args := []any{id, data}
+	ks := []string{k.one(f, id), k.gen(), k.all(f)}
+	args := []any{id, data, newGeneration()}
 	for i, v := range values {
 		ks = append(ks, k.index(f, i, v))
 		args = append(args, f.fields[i].field, v)
@@ -63,8 +63,8 @@ func (s *Store) create(ctx context.Context, f *family, id, data string, values [
 // update stores a record of f at version+1 if it is at version.
 func (s *Store) update(ctx context.Context, f *family, id string, version int64, data string, values []string) error {
 	k := s.keysOf(id)
-	ks := []string{k.one(f, id)}
-	args := []any{k.p, id, strconv.FormatInt(version, 10), strconv.FormatInt(version+1, 10), data}
+	ks := []string{k.one(f, id), k.gen()}
+	args := []any{k.p, id, strconv.FormatInt(version, 10), strconv.FormatInt(version+1, 10), data, newGeneration()}
 	for i, v := range values {
 		ks = append(ks, k.index(f, i, v))
 		args = append(args, f.fields[i].field, f.fields[i].index, v)

@@ -49,29 +49,30 @@ local function less(a, b)
 end
 `
 
-// createScript stores a new request or grant with version 1 and adds it
-// to its indexes.
-// KEYS: record, every-id index, index of each indexed field
-// ARGV: id, json, field, value, ... (the indexed fields)
+// createScript stores a new request or grant with version 1, adds it to
+// its indexes and moves the shard's generation (see Store.Generation).
+// KEYS: record, generation, every-id index, index of each indexed field
+// ARGV: id, json, generation token, field, value, ... (the indexed fields)
 var createScript = goredis.NewScript(prelude + `
-local id, j = ARGV[1], ARGV[2]
+local id, j, gen = ARGV[1], ARGV[2], ARGV[3]
 if kind(KEYS[1]) == 'hash' then return redis.error_reply('MFEXISTS') end
-local err = bad(KEYS[1], 'hash')
-for i = 2, #KEYS do err = err or bad(KEYS[i], 'zset') end
+local err = bad(KEYS[1], 'hash') or bad(KEYS[2], 'string')
+for i = 3, #KEYS do err = err or bad(KEYS[i], 'zset') end
 if err then return redis.error_reply(err) end
-redis.call('HSET', KEYS[1], 'v', '1', 'j', j, unpack(ARGV, 3))
-for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 0, id) end
+redis.call('HSET', KEYS[1], 'v', '1', 'j', j, unpack(ARGV, 4))
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], 0, id) end
+redis.call('SET', KEYS[2], gen)
 return 'OK'
 `)
 
 // updateScript stores a request or grant if its stored version is the
-// one given (compare-and-set), and moves its index entries whose field
-// changed.
-// KEYS: record, index of each indexed field for its new value
-// ARGV: shard prefix, id, version, next version, json, then for each
-// indexed field: field, index key infix, new value
+// one given (compare-and-set), moves its index entries whose field
+// changed, and moves the shard's generation.
+// KEYS: record, generation, index of each indexed field for its new value
+// ARGV: shard prefix, id, version, next version, json, generation token,
+// then for each indexed field: field, index key infix, new value
 var updateScript = goredis.NewScript(prelude + `
-local P, id, ver, nxt, j = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local P, id, ver, nxt, j, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local t = kind(KEYS[1])
 if t == 'none' then return redis.error_reply('MFNOTFOUND') end
 if t ~= 'hash' then
@@ -80,10 +81,10 @@ end
 local cur = redis.call('HGET', KEYS[1], 'v')
 if not cur then return redis.error_reply('MFBAD record ' .. KEYS[1] .. ' is damaged (no version)') end
 if cur ~= ver then return redis.error_reply('MFCONFLICT ' .. cur) end
-local sets, moves, err = {'v', nxt, 'j', j}, {}, nil
-for i = 1, #KEYS - 1 do
-  local f, infix, new = ARGV[3 * i + 3], ARGV[3 * i + 4], ARGV[3 * i + 5]
-  err = err or bad(KEYS[i + 1], 'zset')
+local sets, moves, err = {'v', nxt, 'j', j}, {}, bad(KEYS[2], 'string')
+for i = 1, #KEYS - 2 do
+  local f, infix, new = ARGV[3 * i + 4], ARGV[3 * i + 5], ARGV[3 * i + 6]
+  err = err or bad(KEYS[i + 2], 'zset')
   local old = redis.call('HGET', KEYS[1], f)
   if old ~= new then
     local from = false
@@ -91,7 +92,7 @@ for i = 1, #KEYS - 1 do
       from = P .. infix .. old
       err = err or bad(from, 'zset')
     end
-    moves[#moves + 1] = {from, KEYS[i + 1]}
+    moves[#moves + 1] = {from, KEYS[i + 2]}
   end
   sets[#sets + 1] = f
   sets[#sets + 1] = new
@@ -102,6 +103,7 @@ for _, m in ipairs(moves) do
   if m[1] then redis.call('ZREM', m[1], id) end
   redis.call('ZADD', m[2], 0, id)
 end
+redis.call('SET', KEYS[2], gen)
 return 'OK'
 `)
 
@@ -174,12 +176,13 @@ return res
 // addCertScript stores a certification and, if it is now the latest of
 // its grant in this shard (greatest At, then greatest id), points the
 // shard's latest hash at it.
-// KEYS: cert, certs:latest
-// ARGV: shard prefix, id, grant id, At seconds, At nanoseconds, json
+// KEYS: cert, certs:latest, generation
+// ARGV: shard prefix, id, grant id, At seconds, At nanoseconds, json,
+// generation token
 var addCertScript = goredis.NewScript(prelude + `
-local P, id, grant, sec, nsec, j = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local P, id, grant, sec, nsec, j, gen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if kind(KEYS[1]) == 'hash' then return redis.error_reply('MFEXISTS') end
-local err = bad(KEYS[1], 'hash') or bad(KEYS[2], 'hash')
+local err = bad(KEYS[1], 'hash') or bad(KEYS[2], 'hash') or bad(KEYS[3], 'string')
 if err then return redis.error_reply(err) end
 local latest = true
 local cur = redis.call('HGET', KEYS[2], grant)
@@ -200,6 +203,7 @@ if cur then
 end
 redis.call('HSET', KEYS[1], 'g', grant, 'a', sec, 'n', nsec, 'j', j)
 if latest then redis.call('HSET', KEYS[2], grant, id) end
+redis.call('SET', KEYS[3], gen)
 return 'OK'
 `)
 

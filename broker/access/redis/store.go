@@ -12,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/mayflyhq/mayfly/broker/access"
+	"github.com/mayflyhq/mayfly/broker/internal/redisbatch"
 )
 
 // Defaults for Options.
@@ -77,6 +78,7 @@ type Options struct {
 // number of broker replicas can share one Redis.
 type Store struct {
 	c      goredis.UniversalClient
+	batch  *redisbatch.Batcher // concurrent calls share pipelines (without WaitReplicas)
 	opts   Options
 	shards []keys
 }
@@ -126,7 +128,7 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("redis: WaitReplicas needs a *redis.Client or *redis.ClusterClient, not %T", client)
 		}
 	}
-	s := &Store{c: client, opts: opts, shards: make([]keys, opts.Shards)}
+	s := &Store{c: client, batch: redisbatch.New(client, 0, 0), opts: opts, shards: make([]keys, opts.Shards)}
 	for i := range s.shards {
 		s.shards[i] = keys{shardPrefix(opts.Prefix, i)}
 	}
@@ -143,10 +145,11 @@ func (s *Store) Shard(id string) int { return shardOf(id, len(s.shards)) }
 func (s *Store) keysOf(id string) keys { return s.shards[s.Shard(id)] }
 
 // run runs a write script on the node that owns keys[0] and, with
-// WaitReplicas, WAITs on the same connection for the replicas.
+// WaitReplicas, WAITs on the same connection for the replicas. Without
+// WaitReplicas the scripts of concurrent calls share pipelines.
 func (s *Store) run(ctx context.Context, sc *goredis.Script, keys []string, args ...any) (any, error) {
 	if s.opts.WaitReplicas == 0 {
-		return sc.Run(ctx, s.c, keys, args...).Result()
+		return s.batch.Run(ctx, sc, keys, args...)
 	}
 	var node *goredis.Client
 	switch c := s.c.(type) {

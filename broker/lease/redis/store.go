@@ -13,6 +13,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/mayflyhq/mayfly/broker/internal/redisbatch"
 	"github.com/mayflyhq/mayfly/broker/lease"
 )
 
@@ -109,6 +110,7 @@ type Options struct {
 // number of broker replicas can share one Redis.
 type Store struct {
 	c      goredis.UniversalClient
+	batch  *redisbatch.Batcher // the scripts of concurrent calls, pipelined (without WaitReplicas)
 	opts   Options
 	shards []keys
 
@@ -161,7 +163,7 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("redis: WaitReplicas needs a *redis.Client or *redis.ClusterClient, not %T", client)
 		}
 	}
-	s := &Store{c: client, opts: opts, shards: make([]keys, opts.Shards), marks: make([]string, opts.Shards)}
+	s := &Store{c: client, batch: redisbatch.New(client, 0, 0), opts: opts, shards: make([]keys, opts.Shards), marks: make([]string, opts.Shards)}
 	for i := range s.shards {
 		s.shards[i] = keys{shardPrefix(opts.Prefix, i)}
 	}
@@ -189,10 +191,12 @@ func (s *Store) requestKey(subject, requestID string) string {
 }
 
 // run runs a write script on the node that owns keys[0] and, with
-// WaitReplicas, WAITs on the same connection for the replicas.
+// WaitReplicas, WAITs on the same connection for the replicas. Without
+// WaitReplicas the scripts of concurrent calls share pipelines
+// (redisbatch): one round trip for many issuances.
 func (s *Store) run(ctx context.Context, sc *goredis.Script, keys []string, args ...any) (any, error) {
 	if s.opts.WaitReplicas == 0 {
-		return sc.Run(ctx, s.c, keys, args...).Result()
+		return s.batch.Run(ctx, sc, keys, args...)
 	}
 	var node *goredis.Client
 	switch c := s.c.(type) {
@@ -483,7 +487,7 @@ func (s *Store) Get(ctx context.Context, id string) (*lease.Lease, error) {
 		return nil, err
 	}
 	k := s.keysOf(id)
-	res, err := getScript.Run(ctx, s.c, []string{k.record(id)}, id, k.p).Result()
+	res, err := s.batch.Run(ctx, getScript, []string{k.record(id)}, id, k.p)
 	if errors.Is(err, goredis.Nil) {
 		return nil, fmt.Errorf("redis: lease %s: %w", id, lease.ErrNotFound)
 	}
