@@ -25,7 +25,7 @@ import (
 // Defaults of New.
 const (
 	// DefaultPipelines is how many pipelines may be on the wire at once.
-	DefaultPipelines = 2
+	DefaultPipelines = 4
 	// DefaultMaxBatch is the most commands in one pipeline.
 	DefaultMaxBatch = 128
 )

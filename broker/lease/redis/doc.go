@@ -99,8 +99,10 @@
 // exact to 2^53, and the record keeps times as offsets of one another).
 //
 // Claim visits the shards from a random one, so replicas claiming at once
-// spread out, and runs one script per shard that takes at most the number
-// still wanted: pending leases whose deadline passed, active leases due
+// spread out, and runs scripts in each shard that take at most the number
+// still wanted, 32 at most a script (under a millisecond of Redis, which
+// runs nothing else meanwhile, so issuance never waits long behind a burst
+// of expiries): pending leases whose deadline passed, active leases due
 // (score <= now) and lapsed claims (deadline <= now), earliest first,
 // moved to c with deadline now+hold, state revoking, fence+1. One script
 // never touches more than max leases, counting the terminal leases it

@@ -41,6 +41,10 @@ const (
 	// matchBatch is how many index entries one RevokeMatching script
 	// examines.
 	matchBatch = 256
+	// claimChunk is the most leases one claim script takes: a script of
+	// 32 takes under a millisecond, so an issuance waits at most that
+	// behind the revoker, however large its batch.
+	claimChunk = 32
 	// listBudget is how many index entries one List script examines.
 	listBudget = 1000
 	// reserveTTL is how long a Create holds a request id before its lease
@@ -632,31 +636,39 @@ func (s *Store) Claim(ctx context.Context, now time.Time, max int, hold time.Dur
 	defer func() { s.report(lost) }()
 	start := rand.IntN(len(s.shards))
 	for i := range s.shards {
-		if len(out) >= max {
-			break
-		}
 		shard := (start + i) % len(s.shards)
 		k := s.shards[shard]
-		res, err := s.run(ctx, claimScript, []string{k.due(), k.pending(), k.claimed(), k.gone(), k.meta()},
-			k.p, nowMs, dlMs, max-len(out), string(lease.ReasonExpired), string(lease.ReasonPendingTimeout), newEpoch())
-		if err != nil {
-			return out, fail("claim in shard", strconv.Itoa(shard), err)
-		}
-		r, ok := res.([]any)
-		if !ok || len(r) != 2 {
-			return out, fmt.Errorf("redis: claim in shard %d: unexpected reply %T", shard, res)
-		}
-		if d := s.observe(shard, r[0]); d != "" {
-			lost = append(lost, d)
-		}
-		flat, _ := r[1].([]any)
-		for j := 0; j+1 < len(flat); j += 2 {
-			id, _ := flat[j].(string)
-			l, err := unpackReply(id, flat[j+1])
+		// A shard in scripts of at most claimChunk leases: Redis runs
+		// nothing else during a script, and issuance must not wait long.
+		for len(out) < max {
+			want := min(max-len(out), claimChunk)
+			res, err := s.run(ctx, claimScript, []string{k.due(), k.pending(), k.claimed(), k.gone(), k.meta()},
+				k.p, nowMs, dlMs, want, string(lease.ReasonExpired), string(lease.ReasonPendingTimeout), newEpoch())
 			if err != nil {
-				return out, err
+				return out, fail("claim in shard", strconv.Itoa(shard), err)
 			}
-			out = append(out, lease.Claim{Lease: l, Fence: l.Fence, Deadline: deadline})
+			r, ok := res.([]any)
+			if !ok || len(r) != 2 {
+				return out, fmt.Errorf("redis: claim in shard %d: unexpected reply %T", shard, res)
+			}
+			if d := s.observe(shard, r[0]); d != "" {
+				lost = append(lost, d)
+			}
+			flat, _ := r[1].([]any)
+			for j := 0; j+1 < len(flat); j += 2 {
+				id, _ := flat[j].(string)
+				l, err := unpackReply(id, flat[j+1])
+				if err != nil {
+					return out, err
+				}
+				out = append(out, lease.Claim{Lease: l, Fence: l.Fence, Deadline: deadline})
+			}
+			if len(flat)/2 < want {
+				break // the shard has no more due now
+			}
+		}
+		if len(out) >= max {
+			break
 		}
 	}
 	return out, nil
