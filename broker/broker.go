@@ -216,6 +216,8 @@ func New(cfg Config) (*Broker, error) {
 	// the store cannot count them: an entry lasts until the lease ends or
 	// two retry intervals and a claim pass without another failure.
 	b.overdue = newOverdueRetries(2*max(rc.UnavailableBackoffMax, revoker.DefaultUnavailableBackoffMax) + max(rc.Hold, revoker.DefaultHold))
+	// The revoker slows down while callers wait for credentials.
+	rc.Busy = func() bool { return b.api != nil && b.api.Issuing() }
 	rc.OnRevoked = func(l *lease.Lease, lag time.Duration) {
 		b.overdue.ended(l.ID)
 		b.metrics.Revoked(string(l.RevokeReason), lag)

@@ -28,7 +28,9 @@ const (
 // IssueCredential implements mayflyv1.CredentialServiceServer.
 func (s *Server) IssueCredential(ctx context.Context, req *mayflyv1.IssueCredentialRequest) (*mayflyv1.IssueCredentialResponse, error) {
 	start := time.Now()
+	s.issuing.Add(1)
 	resp, err := s.issue(ctx, req)
+	s.issuing.Add(-1)
 	s.cfg.Metrics.Issue(resultLabel(err), time.Since(start))
 	return resp, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -78,8 +79,13 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	records recordSampler
-	audited bool // Config.Audit was set: build events only then
+	audited bool         // Config.Audit was set: build events only then
+	issuing atomic.Int64 // IssueCredential calls in flight
 }
+
+// Issuing says whether an IssueCredential call is in flight: the revoker
+// slows down while callers wait for credentials (revoker.Config.Busy).
+func (s *Server) Issuing() bool { return s.issuing.Load() > 0 }
 
 // New validates cfg and returns the handlers.
 func New(cfg Config) (*Server, error) {

@@ -24,6 +24,14 @@
 // starts at once. Store errors are logged and retried with a short backoff;
 // they never end Run.
 //
+// Issuance comes first: with Config.Busy set (the broker says whether an
+// issuance call is in flight), a pass that starts while callers wait for
+// credentials claims at most BusyBatch leases and keeps at most
+// BusyConcurrency calls in flight, so that a burst of expiries does not
+// take the CPU and the store from them. The revoker slows down, it never
+// stops; the credentials themselves end at their own expiry regardless
+// (a JWT's exp, a Vault token's TTL).
+//
 // Usage, from the composition root:
 //
 //	r, err := revoker.New(revoker.Config{

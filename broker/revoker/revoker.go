@@ -25,6 +25,10 @@ const (
 	DefaultBackoffBase = time.Second
 	DefaultBackoffMax  = 5 * time.Minute
 	DefaultMaxIdle     = time.Second
+	// DefaultBusyBatch and DefaultBusyConcurrency are Batch and
+	// Concurrency while Config.Busy says issuance is being served.
+	DefaultBusyBatch       = 32
+	DefaultBusyConcurrency = 2
 	// DefaultUnavailableBackoffMax caps retries while a backend is down.
 	DefaultUnavailableBackoffMax = 15 * time.Second
 )
@@ -83,6 +87,18 @@ type Config struct {
 	// MaxIdle is the longest sleep between polls even with nothing due,
 	// since other replicas add leases too (default 1s).
 	MaxIdle time.Duration
+	// Busy, if set, says whether the broker is serving issuance right
+	// now. While it is, the revoker claims at most BusyBatch leases at a
+	// time and keeps at most BusyConcurrency revocations in flight, so that
+	// a burst of expiries leaves the CPU and the store to the callers
+	// waiting for credentials; idle, it goes at Batch and Concurrency. A
+	// credential's own expiry does not wait for the revoker (a JWT's exp,
+	// a Vault token's TTL), only the record of its end and introspection
+	// do, and the revoker never stops: it slows down.
+	Busy func() bool
+	// BusyBatch and BusyConcurrency bound the revoker while Busy is true
+	// (defaults 32 and 2, never above Batch and Concurrency).
+	BusyBatch, BusyConcurrency int
 	// OnRevoked is called after a revocation is recorded, with the lease as
 	// recorded and the lag RevokedAt - EndDue(); for metrics and audit.
 	OnRevoked func(l *lease.Lease, lag time.Duration)
@@ -120,8 +136,9 @@ type Revoker struct {
 	cfg  Config
 	log  *slog.Logger
 	wake chan struct{}
-	// sem bounds issuer Revoke calls across Run and RunOnce.
-	sem chan struct{}
+	// sem bounds issuer Revoke calls across Run and RunOnce; busySem
+	// bounds them further while Config.Busy is true.
+	sem, busySem chan struct{}
 
 	// Test hooks.
 	storeMin, storeMax time.Duration
@@ -150,6 +167,8 @@ func New(cfg Config) (*Revoker, error) {
 		{"BackoffBase", cfg.BackoffBase < 0},
 		{"BackoffMax", cfg.BackoffMax < 0},
 		{"MaxIdle", cfg.MaxIdle < 0},
+		{"BusyBatch", cfg.BusyBatch < 0},
+		{"BusyConcurrency", cfg.BusyConcurrency < 0},
 		{"UnavailableBackoffMax", cfg.UnavailableBackoffMax < 0},
 	} {
 		if f.neg {
@@ -169,6 +188,8 @@ func New(cfg Config) (*Revoker, error) {
 	cfg.BackoffBase = or(cfg.BackoffBase, DefaultBackoffBase)
 	cfg.BackoffMax = or(cfg.BackoffMax, DefaultBackoffMax)
 	cfg.MaxIdle = or(cfg.MaxIdle, DefaultMaxIdle)
+	cfg.BusyBatch = min(or(cfg.BusyBatch, DefaultBusyBatch), cfg.Batch)
+	cfg.BusyConcurrency = min(or(cfg.BusyConcurrency, DefaultBusyConcurrency), cfg.Concurrency)
 	cfg.UnavailableBackoffMax = min(or(cfg.UnavailableBackoffMax, DefaultUnavailableBackoffMax), cfg.BackoffMax)
 	if cfg.BackoffBase > cfg.BackoffMax {
 		return nil, fmt.Errorf("revoker: Config.BackoffBase (%s) exceeds Config.BackoffMax (%s)", cfg.BackoffBase, cfg.BackoffMax)
@@ -178,6 +199,7 @@ func New(cfg Config) (*Revoker, error) {
 		log:      cfg.Logger.With("component", "revoker"),
 		wake:     make(chan struct{}, 1),
 		sem:      make(chan struct{}, cfg.Concurrency),
+		busySem:  make(chan struct{}, cfg.BusyConcurrency),
 		storeMin: storeBackoffMin,
 		storeMax: storeBackoffMax,
 		randN:    rand.Int64N,
@@ -234,14 +256,14 @@ func (r *Revoker) Run(ctx context.Context) error {
 		return r.sleep(ctx, pause, nil)
 	}
 	for ctx.Err() == nil {
-		n, err := r.pass(ctx, &wg, nil)
+		n, full, err := r.pass(ctx, &wg, nil)
 		if err != nil {
 			if !storeErr("claim", err) {
 				break
 			}
 			continue
 		}
-		if n == r.cfg.Batch {
+		if full {
 			pause = 0
 			continue // more may be due
 		}
@@ -277,7 +299,7 @@ func (r *Revoker) RunOnce(ctx context.Context) (int, error) {
 		mu   sync.Mutex
 		errs []error
 	)
-	n, err := r.pass(ctx, &wg, func(err error) {
+	n, _, err := r.pass(ctx, &wg, func(err error) {
 		mu.Lock()
 		errs = append(errs, err)
 		mu.Unlock()
@@ -287,35 +309,67 @@ func (r *Revoker) RunOnce(ctx context.Context) (int, error) {
 }
 
 // pass claims one batch and starts a revocation for each claim, at most
-// Concurrency at a time; it returns once all have started. report, if not
-// nil, receives the store errors of the revocations.
-func (r *Revoker) pass(ctx context.Context, wg *sync.WaitGroup, report func(error)) (int, error) {
-	claims, err := r.cfg.Store.Claim(ctx, r.cfg.Now(), r.cfg.Batch, r.cfg.Hold)
+// Concurrency at a time (BusyConcurrency while Busy); it returns once all
+// have started, with the number claimed and whether the batch was full.
+// report, if not nil, receives the store errors of the revocations.
+func (r *Revoker) pass(ctx context.Context, wg *sync.WaitGroup, report func(error)) (int, bool, error) {
+	busy := r.cfg.Busy != nil && r.cfg.Busy()
+	batch := r.cfg.Batch
+	if busy {
+		batch = r.cfg.BusyBatch
+	}
+	claims, err := r.cfg.Store.Claim(ctx, r.cfg.Now(), batch, r.cfg.Hold)
 	if err != nil {
 		r.storeErrors.Add(1)
-		return 0, fmt.Errorf("revoker: claim: %w", err)
+		return 0, false, fmt.Errorf("revoker: claim: %w", err)
 	}
 	r.claimed.Add(int64(len(claims)))
 	for i, c := range claims {
-		if ctx.Err() == nil {
-			select {
-			case r.sem <- struct{}{}:
-			case <-ctx.Done():
+		held := acquire(ctx, r.sem)
+		slow := false
+		if held && busy {
+			if slow = acquire(ctx, r.busySem); !slow {
+				<-r.sem
+				held = false
 			}
 		}
-		if ctx.Err() != nil {
+		if !held || ctx.Err() != nil {
+			if slow {
+				<-r.busySem
+			}
+			if held {
+				<-r.sem
+			}
 			// Shutting down: the rest lapse back to due at their deadline.
 			r.abandoned.Add(int64(len(claims) - i))
-			return len(claims), nil
+			return len(claims), false, nil
 		}
 		wg.Go(func() {
-			defer func() { <-r.sem }()
+			defer func() {
+				if slow {
+					<-r.busySem
+				}
+				<-r.sem
+			}()
 			if err := r.revoke(ctx, c); err != nil && report != nil {
 				report(err)
 			}
 		})
 	}
-	return len(claims), nil
+	return len(claims), len(claims) == batch, nil
+}
+
+// acquire takes a slot of sem, unless ctx ends first.
+func acquire(ctx context.Context, sem chan struct{}) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // revoke ends the credential of one claimed lease and records the outcome.

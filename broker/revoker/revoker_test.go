@@ -306,7 +306,7 @@ func TestNewDefaults(t *testing.T) {
 	c := r.cfg
 	if c.Batch != 256 || c.Concurrency != 16 || c.Hold != 30*time.Second || c.MaxAttempts != 10 ||
 		c.BackoffBase != time.Second || c.BackoffMax != 5*time.Minute || c.MaxIdle != time.Second ||
-		c.Now == nil || c.Logger == nil {
+		c.BusyBatch != 32 || c.BusyConcurrency != 2 || c.Now == nil || c.Logger == nil {
 		t.Errorf("defaults not applied: %+v", c)
 	}
 }
@@ -816,6 +816,45 @@ func TestConcurrencyBounded(t *testing.T) {
 	waitFor(t, "all revoked", func() bool { return revoked.Load() == 40 })
 	if _, _, maxIn := iss.stats(); maxIn != 5 {
 		t.Errorf("at most %d calls in flight, want 5", maxIn)
+	}
+}
+
+// TestSlowerWhileBusy: while Busy says issuance is being served the
+// revoker claims BusyBatch leases at a time and keeps BusyConcurrency
+// calls in flight; once it is not, Batch and Concurrency again. It never
+// stops.
+func TestSlowerWhileBusy(t *testing.T) {
+	s := memory.New()
+	clk := &clock{t: t0.Add(time.Hour)}
+	for range 100 {
+		addLease(t, s, "vault", t0.Add(time.Hour))
+	}
+	var busy atomic.Bool
+	busy.Store(true)
+	release := make(chan struct{})
+	iss := newIssuer("vault", func(ctx context.Context, _ *lease.Lease, _ int) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	r := mustNew(t, Config{Store: s, Issuers: issuers(iss), Now: clk.Now, Batch: 40, Concurrency: 8,
+		Busy: busy.Load, BusyBatch: 10, BusyConcurrency: 3})
+	done := make(chan int)
+	go func() { n, _ := r.RunOnce(t.Context()); done <- n }()
+	waitFor(t, "3 calls in flight while busy", func() bool { _, in, _ := iss.stats(); return in == 3 })
+	close(release)
+	if n := <-done; n != 10 {
+		t.Fatalf("RunOnce while busy claimed %d, want BusyBatch 10", n)
+	}
+	if _, _, maxIn := iss.stats(); maxIn != 3 {
+		t.Fatalf("%d calls in flight while busy, want BusyConcurrency 3", maxIn)
+	}
+	busy.Store(false)
+	if n, err := r.RunOnce(t.Context()); n != 40 || err != nil {
+		t.Fatalf("RunOnce when idle = %d, %v; want Batch 40", n, err)
 	}
 }
 

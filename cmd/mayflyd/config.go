@@ -30,12 +30,16 @@ type fileConfig struct {
 		Redis          redisConfig `yaml:"redis"`
 	} `yaml:"leases"`
 	Revoker struct {
-		Batch       int      `yaml:"batch"`
-		Concurrency int      `yaml:"concurrency"`
-		MaxAttempts int      `yaml:"max_attempts"`
-		Hold        duration `yaml:"hold"`
-		BackoffBase duration `yaml:"backoff_base"`
-		BackoffMax  duration `yaml:"backoff_max"`
+		Batch       int `yaml:"batch"`
+		Concurrency int `yaml:"concurrency"`
+		// BusyBatch and BusyConcurrency bound the revoker while issuance
+		// calls are in flight.
+		BusyBatch       int      `yaml:"busy_batch"`
+		BusyConcurrency int      `yaml:"busy_concurrency"`
+		MaxAttempts     int      `yaml:"max_attempts"`
+		Hold            duration `yaml:"hold"`
+		BackoffBase     duration `yaml:"backoff_base"`
+		BackoffMax      duration `yaml:"backoff_max"`
 		// UnavailableBackoffMax caps retries while a backend is down.
 		UnavailableBackoffMax duration `yaml:"unavailable_backoff_max"`
 	} `yaml:"revoker"`

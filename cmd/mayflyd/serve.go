@@ -63,6 +63,8 @@ func newServe() *cobra.Command {
 				Revoker: revoker.Config{
 					Batch:                 c.Revoker.Batch,
 					Concurrency:           c.Revoker.Concurrency,
+					BusyBatch:             c.Revoker.BusyBatch,
+					BusyConcurrency:       c.Revoker.BusyConcurrency,
 					MaxAttempts:           c.Revoker.MaxAttempts,
 					Hold:                  time.Duration(c.Revoker.Hold),
 					BackoffBase:           time.Duration(c.Revoker.BackoffBase),
