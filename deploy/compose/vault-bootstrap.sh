@@ -32,6 +32,8 @@ path "auth/token/renew-accessor"  { capabilities = ["update"] }
 path "auth/token/revoke-accessor" { capabilities = ["update"] }
 path "sys/leases/renew"           { capabilities = ["update"] }
 path "sys/leases/revoke"          { capabilities = ["update"] }
+path "auth/token/lookup-self"     { capabilities = ["read"] }
+path "auth/token/renew-self"      { capabilities = ["update"] }
 HCL
 vault policy write mayfly-pki-workload - <<'HCL'
 path "pki/issue/workload" { capabilities = ["update"] }
@@ -55,7 +57,7 @@ if ! vault auth list -format=json | grep -q '"approle/"'; then
   vault auth enable approle
 fi
 # A periodic token: the broker renews it for as long as it runs.
-vault write auth/approle/role/mayfly token_policies=mayfly-broker token_period=1h secret_id_ttl=0
+vault write auth/approle/role/mayfly token_policies=mayfly-broker token_no_default_policy=true token_period=1h secret_id_ttl=0
 vault write auth/approle/role/mayfly/role-id role_id=mayfly-broker
 
 umask 077

@@ -42,6 +42,15 @@
 //
 // Revoke revokes the Vault lease synchronously (the database role is gone
 // when it returns), then the token by accessor; already gone is success.
+// Once its secret is revoked a token holds nothing, so that second step
+// runs in the background, after the secret revocations in flight, and a
+// lease revoked at its expiry skips it (the token's TTL has ended it). A
+// broker that dies before revoking such a token leaves it to its TTL.
+// Vault's database plugin drops one role at a time per connection, so in
+// a burst of due leases every other request Vault serves delays the
+// drops: this way a revocation costs Vault one request, close to what
+// Vault's own expiry of the lease costs it.
+//
 // Renew extends both by accessor and lease id, never past the hard end.
 // A retried Issue for the same lease returns the same credential while
 // this process remembers it (Config.ReplayWindow); a token cannot be
@@ -60,6 +69,14 @@
 //	path "auth/token/revoke-accessor" { capabilities = ["update"] }
 //	path "sys/leases/renew"           { capabilities = ["update"] }
 //	path "sys/leases/revoke"          { capabilities = ["update"] }
+//	path "auth/token/lookup-self"     { capabilities = ["read"] }
+//	path "auth/token/renew-self"      { capabilities = ["update"] }
+//
+// Give the broker's token no default policy (token_no_default_policy on
+// its auth role, no_default_policy for a fixed token): the last two paths
+// are all it needs from it, and Vault's default policy is templated, so
+// Vault parses it again on every request the broker makes, about a fifth
+// of Vault's CPU in a burst of revocations.
 //
 // Per-lease tokens are children of the broker's token unless the token
 // role makes them orphans: when the broker's token ends, Vault revokes

@@ -254,3 +254,51 @@ func TestJWTLogin(t *testing.T) {
 		t.Error("warned about a periodic token")
 	}
 }
+
+// TestRevoke: Revoke returns once the database role is gone and the Vault
+// lease with it; the per-lease token, which holds nothing then, is
+// revoked right after in the background; revoking again is success. A
+// lease revoked at its expiry finds its token ended by its TTL.
+func TestRevoke(t *testing.T) {
+	f := newFixture(t)
+	cfg := f.cfg(f.roleToken, nil)
+	cfg.TokenRole = "mayfly"
+	iss := f.issuer(t, cfg)
+	p := params(t, "path: database/creds/orders-ro\ntoken_policies: [orders-ro]")
+	ctx := tctx(t, 30*time.Second)
+
+	l, c, err := issueDirect(t, iss, p, "orders-db-ro", 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := vault.ParseRef(l.ExternalRef)
+	if err != nil || ref.LeaseID == "" {
+		t.Fatalf("ExternalRef %q: %+v, %v", l.ExternalRef, ref, err)
+	}
+	if err := iss.Revoke(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if f.roleExists(t, c.Username) || f.vaultLease(t, ref.LeaseID) != nil {
+		t.Fatal("Revoke returned while the role or the Vault lease still exists")
+	}
+	waitTokenGone(t, f, ref.Accessor, 5*time.Second)
+	if err := iss.Revoke(ctx, l); err != nil {
+		t.Errorf("revoking again = %v; want success", err)
+	}
+
+	// At its expiry: Vault ended the token (its TTL) and may be dropping
+	// the role itself; Revoke confirms the role is gone.
+	l, c, err = issueDirect(t, iss, p, "orders-db-ro", 4*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ = vault.ParseRef(l.ExternalRef)
+	time.Sleep(time.Until(l.ExpiresAt))
+	if err := iss.Revoke(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if f.roleExists(t, c.Username) || f.vaultLease(t, ref.LeaseID) != nil {
+		t.Fatal("Revoke at expiry returned while the role or the Vault lease still exists")
+	}
+	waitTokenGone(t, f, ref.Accessor, 5*time.Second)
+}

@@ -33,6 +33,8 @@ path "auth/token/renew-accessor"  { capabilities = ["update"] }
 path "auth/token/revoke-accessor" { capabilities = ["update"] }
 path "sys/leases/renew"           { capabilities = ["update"] }
 path "sys/leases/revoke"          { capabilities = ["update"] }
+path "auth/token/lookup-self"     { capabilities = ["read"] }
+path "auth/token/renew-self"      { capabilities = ["update"] }
 `
 	ordersROPolicy = `path "database/creds/orders-ro" { capabilities = ["read"] }`
 	// orders15mPolicy reads the role whose default TTL is the
@@ -53,8 +55,9 @@ type fixture struct {
 	// brokerToken is a non-root token with brokerPolicy and the policies it
 	// grants to per-lease tokens (no token role needed).
 	brokerToken string
-	// roleToken is a non-root token with brokerPolicy only; it creates
-	// per-lease tokens through the token role "mayfly".
+	// roleToken is a non-root token with brokerPolicy only, not even the
+	// default policy (as doc.go recommends); it creates per-lease tokens
+	// through the token role "mayfly".
 	roleToken string
 
 	mu    sync.Mutex
@@ -129,7 +132,7 @@ func newFixture(t testing.TB) *fixture {
 	must("broker token", err)
 	f.brokerToken = tok.Auth.ClientToken
 	tok, err = c.Auth().Token().Create(&vaultapi.TokenCreateRequest{
-		Policies: []string{"mayfly-broker"}, Period: "1h", DisplayName: "broker-role",
+		Policies: []string{"mayfly-broker"}, Period: "1h", DisplayName: "broker-role", NoDefaultPolicy: true,
 	})
 	must("role broker token", err)
 	f.roleToken = tok.Auth.ClientToken

@@ -50,6 +50,9 @@ type Issuer struct {
 
 	sess    atomic.Pointer[session]
 	loginMu sync.Mutex
+
+	// tokens revokes per-lease tokens whose secrets are revoked.
+	tokens tokenSweeper
 }
 
 var _ issuer.Issuer = (*Issuer)(nil)
@@ -496,12 +499,23 @@ func (i *Issuer) Renew(ctx context.Context, l *lease.Lease, params any, expiresA
 // lease synchronously (sys/leases/revoke with sync, so Vault has dropped
 // the database role, put the certificate on the CRL, ... when it
 // returns), then the per-lease token by accessor
-// (auth/token/revoke-accessor), which also revokes anything else read
-// with it. A lease or token that is already gone (expired, revoked
-// behind the broker's back, never created) is success, as is a lease with
-// no ExternalRef: it was reaped before a token was bound, and that token
-// ends at its TTL, the pending deadline. Vault unreachable: an error
-// wrapping issuer.ErrUnavailable, and the revoker retries.
+// (auth/token/revoke-accessor). A lease or token that is already gone
+// (expired, revoked behind the broker's back, never created) is success,
+// as is a lease with no ExternalRef: it was reaped before a token was
+// bound, and that token ends at its TTL, the pending deadline. Vault
+// unreachable: an error wrapping issuer.ErrUnavailable, and the revoker
+// retries.
+//
+// Once the secret is revoked the token holds nothing: its value never
+// left this process, and its TTL ends it at the lease's expiry (Issue and
+// Renew never set it later). A lease that has reached its expiry needs
+// nothing more; otherwise the token's revocation is queued and done in
+// the background, after the secret revocations in flight, so that under
+// a burst of due leases the credentials end first (see tokenSweeper). A
+// full queue, or a failed secret revocation, has Revoke revoke the token
+// itself. A lease bound to a token alone (reaped while pending) has its
+// token revoked synchronously: that is what has Vault revoke any secret
+// read with it.
 func (i *Issuer) Revoke(ctx context.Context, l *lease.Lease) error {
 	if l == nil {
 		return errors.New("vault: revoke: no lease")
@@ -523,18 +537,25 @@ func (i *Issuer) Revoke(ctx context.Context, l *lease.Lease) error {
 	}
 	var leaseErr error
 	if ref.LeaseID != "" {
+		i.tokens.secrets.Add(1)
 		_, err := s.client.Logical().WriteWithContext(ctx, "sys/leases/revoke", map[string]any{"lease_id": ref.LeaseID, "sync": true})
+		i.tokens.secrets.Add(-1)
 		if err != nil && !(refused(err) && vaultSays(err, "not found", "invalid lease")) {
 			leaseErr = classify("revoke the Vault lease", err, "the broker's token lacks permission for sys/leases/revoke")
+		}
+		if leaseErr == nil {
+			if !l.ExpiresAt.IsZero() && !i.cfg.Clock().Before(l.ExpiresAt) {
+				return nil // the token's TTL has ended it
+			}
+			if i.deferTokenRevocation(tokenJob{accessor: ref.Accessor, lease: l.ID, entitlement: l.Entitlement}) {
+				return nil
+			}
 		}
 	}
 	// Revoke the token even if the lease failed: Vault then revokes the
 	// lease itself (and retries it), and the next attempt finds it gone.
-	if err := s.client.Auth().Token().RevokeAccessorWithContext(ctx, ref.Accessor); err != nil {
-		if !(refused(err) && vaultSays(err, "invalid accessor", "not found")) {
-			tokErr := classify("revoke the per-lease token", err, "the broker's token lacks permission for auth/token/revoke-accessor")
-			return i.errorf(l, "%w", errors.Join(leaseErr, tokErr))
-		}
+	if err := i.revokeToken(ctx, ref.Accessor); err != nil {
+		return i.errorf(l, "%w", errors.Join(leaseErr, err))
 	}
 	if leaseErr != nil {
 		return i.errorf(l, "%w", leaseErr)
