@@ -100,9 +100,9 @@
 //
 // Claim visits the shards from a random one, so replicas claiming at once
 // spread out, and runs scripts in each shard that take at most the number
-// still wanted, 32 at most a script (under a millisecond of Redis, which
-// runs nothing else meanwhile, so issuance never waits long behind a burst
-// of expiries): pending leases whose deadline passed, active leases due
+// still wanted, 128 at most a script (a few milliseconds of Redis, which
+// runs nothing else meanwhile; a revoker whose broker is serving issuance
+// takes 32 at a time, under a millisecond): pending leases whose deadline passed, active leases due
 // (score <= now) and lapsed claims (deadline <= now), earliest first,
 // moved to c with deadline now+hold, state revoking, fence+1. One script
 // never touches more than max leases, counting the terminal leases it

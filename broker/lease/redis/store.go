@@ -41,10 +41,11 @@ const (
 	// matchBatch is how many index entries one RevokeMatching script
 	// examines.
 	matchBatch = 256
-	// claimChunk is the most leases one claim script takes: a script of
-	// 32 takes under a millisecond, so an issuance waits at most that
-	// behind the revoker, however large its batch.
-	claimChunk = 32
+	// claimChunk is the most leases one claim script takes: a few
+	// milliseconds of Redis, which runs nothing else meanwhile, however
+	// large the revoker's batch (it takes 32 at a time while its broker
+	// serves issuance: revoker.Config.Busy).
+	claimChunk = 128
 	// listBudget is how many index entries one List script examines.
 	listBudget = 1000
 	// reserveTTL is how long a Create holds a request id before its lease
@@ -639,7 +640,7 @@ func (s *Store) Claim(ctx context.Context, now time.Time, max int, hold time.Dur
 		shard := (start + i) % len(s.shards)
 		k := s.shards[shard]
 		// A shard in scripts of at most claimChunk leases: Redis runs
-		// nothing else during a script, and issuance must not wait long.
+		// nothing else during a script.
 		for len(out) < max {
 			want := min(max-len(out), claimChunk)
 			res, err := s.run(ctx, claimScript, []string{k.due(), k.pending(), k.claimed(), k.gone(), k.meta()},

@@ -422,6 +422,34 @@ func TestClaimBatchBounded(t *testing.T) {
 	}
 }
 
+// TestClaimLargeBatchInOneShard: a batch larger than one claim script
+// takes (claimChunk, 128) is filled from one shard by several scripts,
+// each lease claimed once, and stops at the batch.
+func TestClaimLargeBatchInOneShard(t *testing.T) {
+	_, _, s := single(t, redis.Options{Shards: 1})
+	ctx := t.Context()
+	for i := range 400 {
+		l := newLease(base, i)
+		l.DueAt = base
+		if _, err := s.Create(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for _, want := range []int{300, 100, 0} {
+		cs, err := s.Claim(ctx, base, 300, time.Minute)
+		if err != nil || len(cs) != want {
+			t.Fatalf("Claim(300) = %d, %v; want %d", len(cs), err, want)
+		}
+		for _, c := range cs {
+			if seen[c.Lease.ID] {
+				t.Fatalf("lease %s claimed twice", c.Lease.ID)
+			}
+			seen[c.Lease.ID] = true
+		}
+	}
+}
+
 // TestRedisDoesNotRollBack shows why the scripts check before they write:
 // a script whose second write fails keeps its first.
 func TestRedisDoesNotRollBack(t *testing.T) {
