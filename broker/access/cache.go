@@ -14,9 +14,13 @@ const maxCachedSubjects = 10_000
 // last read: each subject's grants and the latest certifications, valid
 // while the store's generation is the one they were read at.
 //
-// A value is cached under the generation read before it was: a change
-// that lands between the two reads moves the generation past it, so the
-// value is only ever used while nothing it depends on has changed.
+// A value is cached under the generation read before it was, and used
+// only by a decision that read the same generation: a change that lands
+// between the reads moves the generation past it (tokens are random, so
+// it never comes back), so a decision never uses a value older than the
+// state it observed. Concurrent decisions that read different
+// generations may take the cache from each other; that costs reads, not
+// correctness.
 type stateCache struct {
 	mu     sync.Mutex
 	gen    string
@@ -58,6 +62,7 @@ func (s *Service) subjectGrants(ctx context.Context, v view, subject string) ([]
 	if v.ok {
 		c.mu.Lock()
 		gs, hit := c.grants[subject]
+		hit = hit && c.gen == v.gen
 		c.mu.Unlock()
 		if hit {
 			return gs, nil
@@ -84,6 +89,9 @@ func (s *Service) latestCertifications(ctx context.Context, v view) (map[string]
 	if v.ok {
 		c.mu.Lock()
 		certs := c.certs
+		if c.gen != v.gen {
+			certs = nil
+		}
 		c.mu.Unlock()
 		if certs != nil {
 			return certs, nil
