@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
 
 	"github.com/mayflyhq/mayfly/broker/brokertest"
@@ -53,7 +55,8 @@ entitlements:
 
 // TestGracefulShutdown: stopping the broker with an issuance in flight
 // lets it complete (the caller gets its credential under an active lease);
-// health reports NOT_SERVING meanwhile; and reflection answers
+// health never reports SERVING again and new calls are refused meanwhile;
+// and reflection answers
 // authenticated callers while the broker runs.
 func TestGracefulShutdown(t *testing.T) {
 	gate := &gateIssuer{started: make(chan struct{}), release: make(chan struct{})}
@@ -99,8 +102,10 @@ func TestGracefulShutdown(t *testing.T) {
 	health := healthpb.NewHealthClient(conn)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
+		// NOT_SERVING, or Unavailable once the server has stopped taking
+		// calls (GOAWAY follows NOT_SERVING closely): never SERVING again.
 		h, err := health.Check(ctx(t), &healthpb.HealthCheckRequest{})
-		if err == nil && h.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
+		if (err == nil && h.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING) || status.Code(err) == codes.Unavailable {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -108,10 +113,20 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// New calls are refused while the in-flight one finishes.
-	_, err = mayflyv1.NewPolicyServiceClient(env.Dial(t, workloadID)).ListEntitlements(ctx(t), &mayflyv1.ListEntitlementsRequest{})
-	if err == nil {
-		t.Fatal("a new call was accepted during shutdown")
+	// New calls are refused while the in-flight one is still held. Health
+	// turns NOT_SERVING a moment before the server stops taking calls, so
+	// a call on a new connection may still be taken in that moment; it
+	// must be refused soon after.
+	deadline = time.Now().Add(2 * time.Second)
+	for {
+		_, err = mayflyv1.NewPolicyServiceClient(env.Dial(t, workloadID)).ListEntitlements(ctx(t), &mayflyv1.ListEntitlementsRequest{})
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("new calls were still accepted 2s into shutdown")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	close(gate.release)
