@@ -29,8 +29,8 @@ const (
 func (s *Server) IssueCredential(ctx context.Context, req *mayflyv1.IssueCredentialRequest) (*mayflyv1.IssueCredentialResponse, error) {
 	start := time.Now()
 	s.issuing.Add(1)
+	defer s.issuing.Add(-1)
 	resp, err := s.issue(ctx, req)
-	s.issuing.Add(-1)
 	s.cfg.Metrics.Issue(resultLabel(err), time.Since(start))
 	return resp, err
 }

@@ -325,38 +325,40 @@ func (r *Revoker) pass(ctx context.Context, wg *sync.WaitGroup, report func(erro
 	}
 	r.claimed.Add(int64(len(claims)))
 	for i, c := range claims {
-		held := acquire(ctx, r.sem)
-		slow := false
-		if held && busy {
-			if slow = acquire(ctx, r.busySem); !slow {
-				<-r.sem
-				held = false
-			}
+		release, ok := r.slot(ctx, busy)
+		if ok && ctx.Err() != nil {
+			release()
+			ok = false
 		}
-		if !held || ctx.Err() != nil {
-			if slow {
-				<-r.busySem
-			}
-			if held {
-				<-r.sem
-			}
+		if !ok {
 			// Shutting down: the rest lapse back to due at their deadline.
 			r.abandoned.Add(int64(len(claims) - i))
 			return len(claims), false, nil
 		}
 		wg.Go(func() {
-			defer func() {
-				if slow {
-					<-r.busySem
-				}
-				<-r.sem
-			}()
+			defer release()
 			if err := r.revoke(ctx, c); err != nil && report != nil {
 				report(err)
 			}
 		})
 	}
 	return len(claims), len(claims) == batch, nil
+}
+
+// slot takes a revocation slot, and while busy a slot of busySem too,
+// unless ctx ends first; release gives back what it took.
+func (r *Revoker) slot(ctx context.Context, busy bool) (release func(), ok bool) {
+	if !acquire(ctx, r.sem) {
+		return nil, false
+	}
+	if !busy {
+		return func() { <-r.sem }, true
+	}
+	if !acquire(ctx, r.busySem) {
+		<-r.sem
+		return nil, false
+	}
+	return func() { <-r.busySem; <-r.sem }, true
 }
 
 // acquire takes a slot of sem, unless ctx ends first.

@@ -16,22 +16,7 @@ import (
 
 // crashPolicy: tokens that outlive the kill window, so that every kill
 // lands while the brokers issue (case 5 kills a broker mid-revocation).
-const crashPolicy = `
-version: 1
-trust_domains: [mayfly.test]
-entitlements:
-  chaos-token:
-    description: short-lived tokens for the fault cases
-    owner: user:ops
-    issuer: jwt
-    jwt: { audience: https://api.mayfly.test }
-    ttl: 15s
-    max_ttl: 30s
-    standing:
-      - subject: spiffe://mayfly.test/workload/*
-        purpose: fault cases
-        until: 2099-12-31
-`
+var crashPolicy = tokenPolicy("short-lived tokens for the fault cases", "15s", "30s")
 
 // TestCase1SIGKILLMidIssuance: 1,000 concurrent issuances (each retried
 // until it succeeds, as a client would) against a real `mayflyd serve` on

@@ -19,22 +19,7 @@ import (
 
 // netemPolicy: tokens that outlive an issuance over the slow link (about
 // 4 s: eight round trips to Redis).
-const netemPolicy = `
-version: 1
-trust_domains: [mayfly.test]
-entitlements:
-  chaos-token:
-    description: tokens for the slow-link case
-    owner: user:ops
-    issuer: jwt
-    jwt: { audience: https://api.mayfly.test }
-    ttl: 5s
-    max_ttl: 10s
-    standing:
-      - subject: spiffe://mayfly.test/workload/*
-        purpose: fault cases
-        until: 2099-12-31
-`
+var netemPolicy = tokenPolicy("tokens for the slow-link case", "5s", "10s")
 
 const (
 	// mayflydHold is the claim hold of `mayflyd serve` (revoker.DefaultHold:

@@ -16,22 +16,7 @@ import (
 )
 
 // quotaPolicy grants every test workload a token.
-const quotaPolicy = `
-version: 1
-trust_domains: [mayfly.test]
-entitlements:
-  chaos-token:
-    description: tokens for the quota case
-    owner: user:ops
-    issuer: jwt
-    jwt: { audience: https://api.mayfly.test }
-    ttl: 1m
-    max_ttl: 5m
-    standing:
-      - subject: spiffe://mayfly.test/workload/*
-        purpose: fault cases
-        until: 2099-12-31
-`
+var quotaPolicy = tokenPolicy("tokens for the quota case", "1m", "5m")
 
 // Quota of the case: each identity may issue 40/s (bursts of 40); normal
 // load is 20/s per identity, the noisy one sends 10× that.

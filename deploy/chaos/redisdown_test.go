@@ -15,22 +15,7 @@ import (
 
 // outagePolicy: tokens shorter than the outage, so some fall due while
 // Redis is down.
-const outagePolicy = `
-version: 1
-trust_domains: [mayfly.test]
-entitlements:
-  chaos-token:
-    description: short-lived tokens for the fault cases
-    owner: user:ops
-    issuer: jwt
-    jwt: { audience: https://api.mayfly.test }
-    ttl: 2s
-    max_ttl: 4s
-    standing:
-      - subject: spiffe://mayfly.test/workload/*
-        purpose: fault cases
-        until: 2099-12-31
-`
+var outagePolicy = tokenPolicy("short-lived tokens for the fault cases", "2s", "4s")
 
 // outage is how long Redis stays down: 30 s with -chaos.full, 5 s in CI.
 func outage() time.Duration {

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,18 +14,10 @@ import (
 
 var _ access.Generations = (*Store)(nil)
 
-// newGeneration is a fresh shard token: random, so no two writes, and no
-// write after a flush, leave the same one.
-func newGeneration() string {
-	var b [12]byte
-	for i := 0; i < len(b); i += 8 {
-		v := rand.Uint64()
-		for j := 0; j < 8 && i+j < len(b); j++ {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	return hex.EncodeToString(b[:])
-}
+// newGeneration is a fresh shard token: random (as the lease store's
+// shard epochs), so no two writes, and no write after a flush, leave the
+// same one.
+func newGeneration() string { return fmt.Sprintf("%016x", rand.Uint64()) }
 
 // Generation returns the shard tokens together (see doc.go): one MGET on
 // a single server (sharing a pipeline with concurrent calls), one
@@ -36,10 +27,7 @@ func (s *Store) Generation(ctx context.Context) (string, error) {
 	if err := live(ctx); err != nil {
 		return "", err
 	}
-	ks := make([]string, len(s.shards))
-	for i, k := range s.shards {
-		ks[i] = k.gen()
-	}
+	ks := s.gens
 	vals := make([]string, len(ks))
 	if _, cluster := s.c.(*goredis.ClusterClient); !cluster {
 		args := make([]any, 0, len(ks)+1)

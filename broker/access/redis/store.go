@@ -81,6 +81,7 @@ type Store struct {
 	batch  *redisbatch.Batcher // concurrent calls share pipelines (without WaitReplicas)
 	opts   Options
 	shards []keys
+	gens   []string // the generation key of each shard (Generation)
 }
 
 var _ access.Store = (*Store)(nil)
@@ -131,6 +132,7 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	s := &Store{c: client, batch: redisbatch.New(client, 0, 0), opts: opts, shards: make([]keys, opts.Shards)}
 	for i := range s.shards {
 		s.shards[i] = keys{shardPrefix(opts.Prefix, i)}
+		s.gens = append(s.gens, s.shards[i].gen())
 	}
 	return s, nil
 }
