@@ -240,8 +240,11 @@ func (s *Service) approve(ctx context.Context, r *Request, now time.Time) (*Requ
 	if err != nil {
 		return nil, nil, err
 	}
+	err = s.store.CreateGrant(ctx, g)
+	// Watchers hear of the approval once the grant is there: one that
+	// issues as soon as it sees "approved" finds the grant.
 	s.broadcast(r.ID)
-	if err := s.store.CreateGrant(ctx, g); err != nil {
+	if err != nil {
 		return nil, nil, fmt.Errorf("access: request %s approved but its grant could not be stored: %w", r.ID, err)
 	}
 	return updated, g, nil
