@@ -793,10 +793,10 @@ func TestRunOnceTakesOneBatch(t *testing.T) {
 	}
 }
 
-func TestConcurrencyBounded(t *testing.T) {
-	s := memory.New()
-	release := make(chan struct{})
-	iss := newIssuer("vault", func(ctx context.Context, _ *lease.Lease, _ int) error {
+// heldIssuer is an issuer named "vault" whose Revoke calls wait until
+// release is closed (or their context ends).
+func heldIssuer(release <-chan struct{}) *testIssuer {
+	return newIssuer("vault", func(ctx context.Context, _ *lease.Lease, _ int) error {
 		select {
 		case <-release:
 			return nil
@@ -804,6 +804,12 @@ func TestConcurrencyBounded(t *testing.T) {
 			return ctx.Err()
 		}
 	})
+}
+
+func TestConcurrencyBounded(t *testing.T) {
+	s := memory.New()
+	release := make(chan struct{})
+	iss := heldIssuer(release)
 	var revoked atomic.Int64
 	r := mustNew(t, Config{Store: s, Issuers: issuers(iss), Concurrency: 5, Batch: 40,
 		OnRevoked: func(*lease.Lease, time.Duration) { revoked.Add(1) }})
@@ -832,14 +838,7 @@ func TestSlowerWhileBusy(t *testing.T) {
 	var busy atomic.Bool
 	busy.Store(true)
 	release := make(chan struct{})
-	iss := newIssuer("vault", func(ctx context.Context, _ *lease.Lease, _ int) error {
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
+	iss := heldIssuer(release)
 	r := mustNew(t, Config{Store: s, Issuers: issuers(iss), Now: clk.Now, Batch: 40, Concurrency: 8,
 		Busy: busy.Load, BusyBatch: 10, BusyConcurrency: 3})
 	done := make(chan int)
