@@ -93,7 +93,14 @@ func (b *Batcher) submit(c *call) (any, error) {
 	}
 	select {
 	case <-c.done:
-		return c.cmd.Result()
+		res, err := c.cmd.Result()
+		if err != nil && c.ctx.Err() != nil {
+			// The pipeline ran out of this caller's time (its deadline is
+			// the batch's when it is the latest): say so as the context
+			// would have, not as an i/o timeout.
+			return nil, c.ctx.Err()
+		}
+		return res, err
 	case <-c.ctx.Done():
 		return nil, c.ctx.Err()
 	}
